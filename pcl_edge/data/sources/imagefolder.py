@@ -1,0 +1,99 @@
+"""``train/<class>/*.jpg`` (optionally ``test/<class>/...``), as a directory or as a .tar / .tar.xz archive of
+that directory (the layout of the CIFAR-10 JPEG tarball: read in place, no unpacking needed)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from ..cache import cached_pool, file_signature
+from ..pool import Pool
+from . import SOURCES, DataError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm"}
+
+
+@SOURCES.register("imagefolder")
+def load_imagefolder_pool(path: str | None) -> Pool:
+    if not path:
+        raise DataError("imagefolder needs a path: --data imagefolder:/path/to/root (holding train/<class>/...)")
+    root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise DataError(f"imagefolder path {root} does not exist")
+    if root.is_file():
+        signature = file_signature([root])
+        return cached_pool("imagefolder", signature, lambda: _decode(_tar_members(root), str(root)))
+    files = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not (root / "train").is_dir():
+        raise DataError(f"{root} has no train/ directory; expected train/<class>/*.jpg")
+    signature = file_signature(files)
+    return cached_pool("imagefolder", signature, lambda: _decode(_dir_members(root, files), str(root)))
+
+
+def _dir_members(root: Path, files: list[Path]) -> Iterator[tuple[PurePosixPath, bytes]]:
+    for p in sorted(files):
+        yield PurePosixPath(p.relative_to(root).as_posix()), p.read_bytes()
+
+
+def _tar_members(archive: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
+    try:
+        with tarfile.open(archive) as tar:
+            for m in tar:
+                name = PurePosixPath(m.name)
+                if m.isfile() and name.suffix.lower() in IMAGE_SUFFIXES:
+                    yield name, tar.extractfile(m).read()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(f"cannot read archive {archive}: {exc}") from exc
+
+
+def _decode(members: Iterator[tuple[PurePosixPath, bytes]], where: str) -> Pool:
+    from PIL import Image, UnidentifiedImageError
+    from tqdm.auto import tqdm
+
+    images: dict[str, dict[str, list[np.ndarray]]] = {"train": {}, "test": {}}
+    for name, blob in tqdm(members, desc="decoding images", unit="img", leave=False):
+        parts = name.parts
+        # accept an optional leading directory (e.g. cifar10/train/cat/1.jpg)
+        idx = next((i for i, p in enumerate(parts) if p in ("train", "test")), None)
+        if idx is None or len(parts) - idx != 3:
+            continue
+        split, cls = parts[idx], parts[idx + 1]
+        try:
+            with Image.open(io.BytesIO(blob)) as im:
+                arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise DataError(f"corrupt image {name} in {where}: {exc}; remove or replace it") from exc
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        images[split].setdefault(cls, []).append(arr)
+    if not images["train"]:
+        raise DataError(f"no images found under train/<class>/ in {where}")
+    class_names = tuple(sorted(images["train"]))
+    x_train, y_train = _stack(images["train"], class_names, where)
+    x_test = y_test = None
+    if images["test"]:
+        unknown = set(images["test"]) - set(class_names)
+        if unknown:
+            raise DataError(f"test/ has classes absent from train/: {sorted(unknown)} in {where}")
+        x_test, y_test = _stack(images["test"], class_names, where)
+    log.info("decoded %d train and %d test images in %d classes from %s",
+             len(y_train), 0 if y_test is None else len(y_test), len(class_names), where)
+    return Pool(x_train=x_train, y_train=y_train, class_names=class_names, x_test=x_test, y_test=y_test)
+
+
+def _stack(per_class: dict[str, list[np.ndarray]], class_names: tuple[str, ...], where: str):
+    xs, ys = [], []
+    for label, cls in enumerate(class_names):
+        for arr in per_class.get(cls, []):
+            xs.append(arr)
+            ys.append(label)
+    shapes = {a.shape for a in xs}
+    if len(shapes) != 1:
+        raise DataError(f"images in {where} differ in size/channels {sorted(shapes)[:4]}; resize them to one shape")
+    return np.stack(xs).astype(np.uint8), np.asarray(ys, np.int64)
