@@ -1,0 +1,95 @@
+"""The block registry: only ops that ONNX opset 17 and TensorRT run natively (Conv, BatchNorm (folded on export),
+Relu, Add, GlobalAveragePool, Gemm). Submodule names are stable so that weight inheritance can match them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from .._registry import Registry
+
+BlockFactory = Callable[..., nn.Module]
+BLOCKS: Registry[BlockFactory] = Registry("block")
+
+KERNELS = (3, 5)
+EXPANSIONS = (1, 3, 6)
+
+
+def register_block(name: str) -> Callable[[BlockFactory], BlockFactory]:
+    return BLOCKS.register(name)
+
+
+def create_block(name: str, cin: int, cout: int, stride: int, kernel: int = 3, expansion: int = 1) -> nn.Module:
+    return BLOCKS.get(name)(cin, cout, stride, kernel=kernel, expansion=expansion)
+
+
+class ConvBN(nn.Sequential):
+    """Conv (no bias) + BatchNorm (+ ReLU): the unit every block is built from; BN folds into the conv on export."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        if act:
+            self.act = nn.ReLU(inplace=True)
+
+
+class _Shortcut(nn.Module):
+    """Identity when shapes match, else a strided 1x1 projection."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.proj = None if (cin == cout and stride == 1) else ConvBN(cin, cout, 1, stride, act=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if self.proj is None else self.proj(x)
+
+
+@register_block("res")
+class ResidualBlock(nn.Module):
+    """ResNet basic block: two kxk convs and a shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int = 3, expansion: int = 1) -> None:
+        super().__init__()
+        self.conv1 = ConvBN(cin, cout, kernel, stride)
+        self.conv2 = ConvBN(cout, cout, kernel, act=False)
+        self.shortcut = _Shortcut(cin, cout, stride)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+@register_block("dws")
+class DepthwiseSeparableBlock(nn.Module):
+    """MobileNetV1 unit: depthwise kxk then pointwise 1x1; residual when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int = 3, expansion: int = 1) -> None:
+        super().__init__()
+        self.dw = ConvBN(cin, cin, kernel, stride, groups=cin)
+        self.pw = ConvBN(cin, cout, 1, act=False)
+        self.residual = cin == cout and stride == 1
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.pw(self.dw(x))
+        return self.act(y + x if self.residual else y)
+
+
+@register_block("mbconv")
+class InvertedResidualBlock(nn.Module):
+    """MobileNetV2 inverted residual: 1x1 expand (e>1), depthwise kxk, 1x1 linear projection."""
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int = 3, expansion: int = 1) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.expand = ConvBN(cin, hidden, 1) if expansion > 1 else None
+        self.dw = ConvBN(hidden, hidden, kernel, stride, groups=hidden)
+        self.project = ConvBN(hidden, cout, 1, act=False)
+        self.residual = cin == cout and stride == 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x if self.expand is None else self.expand(x)
+        y = self.project(self.dw(y))
+        return y + x if self.residual else y
