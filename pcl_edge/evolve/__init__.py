@@ -1,0 +1,7 @@
+"""The PCL loop, selection, trainer, executors and baseline strategies."""
+
+from .api import evolve
+from .config import PRESETS, ConfigError, EvolveConfig, preset_config
+from .rundir import RunDir, RunDirError
+
+__all__ = ["PRESETS", "ConfigError", "EvolveConfig", "RunDir", "RunDirError", "evolve", "preset_config"]

@@ -1,0 +1,59 @@
+"""``evolve()``: the Python entry point behind ``pcl-edge evolve``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..data import build_stream
+from .config import ConfigError, EvolveConfig
+from .executors import create_executor
+from .rundir import RunDir, RunDirError
+from .strategies import get_strategy
+
+log = logging.getLogger(__name__)
+
+
+def default_out(cfg: EvolveConfig) -> Path:
+    kind = cfg.data.partition(":")[0]
+    return Path("runs") / f"{cfg.strategy}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def evolve(cfg: EvolveConfig | None = None, out: str | os.PathLike | None = None,
+           resume: str | os.PathLike | None = None, executor: str = "local", progress: bool = True,
+           on_task_end: Callable | None = None) -> dict:
+    """Run (or resume) a continual-learning run; returns the summary that is also written to summary.json."""
+    if resume is not None:
+        run, stored = RunDir.open(resume)
+        if cfg is not None and cfg != stored:
+            raise RunDirError(f"{resume} was made with a different configuration; resume it without overrides")
+        cfg = stored
+        run.clean_partial()
+    cfg = (cfg or EvolveConfig()).validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    stream = build_stream(cfg.data, cfg.tasks, cfg.seed, test_fraction=cfg.test_fraction,
+                          val_fraction=cfg.val_fraction)  # data errors surface before anything is written
+    if resume is None:
+        run = RunDir.create(out or default_out(cfg), cfg)
+        run.event("start", strategy=cfg.strategy, data=cfg.data, test_split=stream.test_split)
+    log.info("run directory %s; %d tasks from %s; test split: %s", run.path, len(stream), stream.name,
+             stream.test_split)
+    learner = get_strategy(cfg.strategy)(cfg, stream, run, create_executor(executor, progress=progress),
+                                         on_task_end=on_task_end)
+    try:
+        summary = learner.run_all()
+    finally:
+        learner.executor.close()
+    summary["run_dir"] = str(run.path)
+    run.write_summary(summary)
+    run.event("done", acc=summary["acc"], bwt=summary["bwt"], wall_s=summary["wall_s"])
+    return summary
+
+
+__all__ = ["ConfigError", "RunDirError", "evolve"]

@@ -1,0 +1,118 @@
+"""The run configuration: one typed schema, presets, and the checks that turn a bad config into one clear line."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+
+from .trainer import TrainConfig
+
+# A small hand-picked net (ResNet-ish, 3 stages) for the `fixed`, `finetune` and `joint` baselines.
+DEFAULT_BASELINE_GENOME = "d6_w16_p2.4_x2.4_s0:res-k3_s1:res-k3_s2:res-k3"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run."""
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    data: str = "digits"
+    tasks: str | None = None
+    strategy: str = "pcl"
+    preset: str = "cpu"
+    population: int = 8
+    generations: int = 4
+    children: int = 0  # lambda; 0 means "as many as the population"
+    seed: int = 0
+    crossover_prob: float = 0.2
+    tournament_size: int = 2
+    init_max_depth: int = 4  # initial populations start shallow (ArchCraft) and grow by mutation
+    max_depth: int = 10
+    max_params: int = 300_000
+    genome: str = DEFAULT_BASELINE_GENOME  # for fixed / finetune / joint
+    proxy: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_size=32, lr=0.05))
+    final: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EvolveConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys {sorted(unknown)}")
+        d = dict(d)
+        for key in ("proxy", "final"):
+            if isinstance(d.get(key), dict):
+                d[key] = TrainConfig(**d[key])
+        return cls(**d)
+
+    @property
+    def num_children(self) -> int:
+        return self.children or self.population
+
+    def validate(self) -> EvolveConfig:
+        from ..space import Genome
+        from .strategies import get_strategy
+
+        try:
+            get_strategy(self.strategy)
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from None
+        if self.population < 2:
+            raise ConfigError(f"--population must be >= 2 (got {self.population})")
+        if self.generations < 0:
+            raise ConfigError(f"--generations must be >= 0 (got {self.generations})")
+        if not 0 <= self.crossover_prob <= 1:
+            raise ConfigError(f"crossover_prob must be in [0, 1] (got {self.crossover_prob})")
+        if self.proxy.steps < 1 or self.final.steps < 1:
+            raise ConfigError("training steps must be >= 1")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 < getattr(self, name) < 0.5:
+                raise ConfigError(f"{name} must be in (0, 0.5)")
+        try:
+            Genome.parse(self.genome)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return self
+
+
+# Presets set the budgets; explicit CLI options override them. Budgets are in optimizer steps.
+PRESETS: dict[str, dict] = {
+    # seconds on Split Digits: for tests and smoke runs
+    "tiny": dict(population=4, generations=1, max_depth=4, proxy=TrainConfig(steps=15, batch_size=32),
+                 final=TrainConfig(steps=40, batch_size=32)),
+    # the default: Split Digits in about a minute on 2 cores; Split CIFAR-10 in under 30 minutes
+    "cpu": dict(population=6, generations=3, max_depth=8, max_params=300_000,
+                proxy=TrainConfig(steps=60, batch_size=32), final=TrainConfig(steps=300, batch_size=32)),
+    # a workstation GPU: bigger population, longer proxies
+    "gpu": dict(population=16, generations=10, max_depth=12, max_params=2_000_000,
+                proxy=TrainConfig(steps=400, batch_size=128, lr=0.1), final=TrainConfig(steps=3000, batch_size=128,
+                                                                                       lr=0.1)),
+}
+
+# Per-dataset adjustments of a preset (image datasets need augmentation and bigger batches).
+_IMAGE_OVERRIDES = {
+    "cpu": dict(proxy=TrainConfig(steps=150, batch_size=64, augment="shift-flip"),
+                final=TrainConfig(steps=600, batch_size=64, augment="shift-flip")),
+}
+
+
+def preset_config(preset: str, data: str = "digits", **overrides) -> EvolveConfig:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    values = dict(PRESETS[preset])
+    kind = data.partition(":")[0]
+    if kind in ("imagefolder", "cifar10", "cifar100"):
+        values |= _IMAGE_OVERRIDES.get(preset, {})
+    elif kind == "mnist":
+        values |= {k: replace(v, augment="shift") for k, v in values.items() if isinstance(v, TrainConfig)}
+    elif kind == "digits":
+        values |= {k: replace(v, augment="shift") for k, v in values.items() if isinstance(v, TrainConfig)}
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    return EvolveConfig(data=data, preset=preset, **values)

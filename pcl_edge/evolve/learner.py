@@ -1,0 +1,169 @@
+"""The continual-learning loop every strategy shares: task after task, checkpointed, evaluated into the
+accuracy matrix. Strategies (PCL and the baselines) fill in ``learn_task`` and ``model_for``.
+
+Resume contract: all randomness is derived from (seed, task, generation, identity), never from a global RNG
+that would need saving, and the state is written atomically at every step boundary; so an interrupted run that
+is resumed ends with the same experts as one that never stopped."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import TaskStream
+from ..metrics import summarize
+from .config import EvolveConfig
+from .executors import Executor
+from .rundir import RunDir
+from .trainer import TensorTask, build_seeded, derive_seed, evaluate, reset_head
+
+log = logging.getLogger(__name__)
+STATE_VERSION = 1
+
+
+class Learner:
+    name = "base"
+    sequential = True  # False for joint training (no per-task rows)
+
+    def __init__(self, cfg: EvolveConfig, stream: TaskStream, run: RunDir, executor: Executor,
+                 on_task_end: Callable[[int, Learner], None] | None = None) -> None:
+        self.cfg, self.stream, self.run, self.executor = cfg, stream, run, executor
+        self.on_task_end = on_task_end
+        self.tasks = [TensorTask.from_task(t) for t in stream.tasks]
+        self._models: dict[int, nn.Module] = {}
+        T = len(self.tasks)
+        loaded = run.load_state()
+        self.resumed = loaded is not None
+        self.state = loaded or {"version": STATE_VERSION, "strategy": self.name, "task": 0, "started": False,
+                                "R": np.full((T, T), np.nan), "b": np.full(T, np.nan), "wall_s": 0.0,
+                                "records": {}, "own": {}}
+        if self.state.get("version") != STATE_VERSION or self.state.get("strategy") != self.name:
+            raise ValueError(f"{run.state_path} belongs to another strategy or version; start a new run")
+        self._t0 = time.perf_counter()
+
+    # -- to implement -------------------------------------------------------------------------------------------
+    def learn_task(self, t: int) -> None:
+        raise NotImplementedError
+
+    def model_for(self, t: int) -> nn.Module:
+        """The model that answers for task t (0-based) now."""
+        raise NotImplementedError
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+    def save(self) -> None:
+        self.state["wall_s"] += time.perf_counter() - self._t0
+        self._t0 = time.perf_counter()
+        self.run.save_state(self.state)
+
+    def run_all(self) -> dict:
+        if self.resumed:
+            self.run.event("resume", task=self.state["task"] + 1)
+            log.info("resuming at task %d", self.state["task"] + 1)
+        for t in range(self.state["task"], len(self.tasks)):
+            if not self.state["started"]:
+                self.run.event("task_start", task=t + 1, classes=list(self.stream.tasks[t].classes))
+                if t > 0 and self.sequential:
+                    self._measure_transfer(t)
+                self.state["started"] = True
+                self.save()
+            self.learn_task(t)
+            if self.sequential:
+                self._evaluate_row(t)
+            self.state["task"], self.state["started"] = t + 1, False
+            self.save()
+            self.run.write_matrix(self.state["R"])
+            if self.on_task_end:
+                self.on_task_end(t, self)
+        return self.summary()
+
+    def _evaluate_row(self, t: int) -> None:
+        R = self.state["R"]
+        for j in range(t + 1):
+            R[t, j] = evaluate(self.model_for(j), self.tasks[j].test)
+        self.run.event("accuracy_row", task=t + 1, row=[round(float(v), 6) for v in R[t, : t + 1]])
+        log.info("after task %d: test accuracy %s", t + 1, " ".join(f"{v:.3f}" for v in R[t, : t + 1]))
+
+    def _measure_transfer(self, t: int) -> None:
+        """GEM's forward-transfer inputs: R[t-1, t], the model carried into task t with a fresh (seeded) head,
+        before any training on t; and b[t], the same architecture at random initialisation."""
+        task = self.tasks[t]
+        head_seed = derive_seed(self.cfg.seed, "fwt-head", t)
+        carried = copy.deepcopy(self.model_for(t - 1))
+        reset_head(carried, task.num_classes, head_seed)
+        self.state["R"][t - 1, t] = evaluate(carried, task.test)
+        rand = build_seeded(carried.genome, task.in_channels, task.num_classes, derive_seed(self.cfg.seed, "rand", t))
+        reset_head(rand, task.num_classes, head_seed)
+        self.state["b"][t] = evaluate(rand, task.test)
+
+    # -- reporting ----------------------------------------------------------------------------------------------
+    def task_record(self, t: int) -> dict:
+        return self.state["records"].get(t, {})
+
+    def summary(self) -> dict:
+        R, b = self.state["R"], self.state["b"]
+        metrics = summarize(R, b) if self.sequential else {"acc": float(np.mean(R[-1])), "bwt": None, "fwt": None,
+                                                           "forgetting": None}
+        tasks = []
+        for t, task in enumerate(self.stream.tasks):
+            rec = self.task_record(t)
+            tasks.append({"id": task.id, "classes": list(task.classes), "class_names": list(task.class_names),
+                          "genome": rec.get("genome"), "params": rec.get("params"), "val_acc": rec.get("val_acc"),
+                          "test_acc": float(R[t if self.sequential else -1, t]), "search_s": rec.get("search_s"),
+                          "train_s": rec.get("train_s")})
+        clean = lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else round(float(v), 6)  # noqa
+        return {"strategy": self.name, "data": self.cfg.data, "seed": self.cfg.seed, "preset": self.cfg.preset,
+                **{k: clean(v) for k, v in metrics.items()}, "wall_s": round(self.state["wall_s"], 2),
+                "test_split": self.stream.test_split, "tasks": tasks,
+                "accuracy_matrix": [[clean(v) for v in row] for row in R],
+                "random_init_acc": [clean(v) for v in b]}
+
+
+def frozen_copy(net: nn.Module) -> nn.Module:
+    """An eval-mode copy whose parameters do not require grad: what an archived expert is."""
+    out = copy.deepcopy(net).eval()
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+def state_to_cpu(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+class ExpertLearner(Learner):
+    """A learner that leaves one frozen expert per task in the run directory's archive."""
+
+    def archive(self, t: int, net: nn.Module, record: dict) -> None:
+        task, spec = self.stream.tasks[t], self.stream.tasks[t].spec
+        test_acc = evaluate(net, self.tasks[t].test)  # reporting only: the expert is already chosen and trained
+        meta = {"in_channels": spec.shape[0], "num_classes": task.num_classes, "classes": list(task.classes),
+                "class_names": list(task.class_names), "input_spec": spec.to_dict(), "test_acc": test_acc,
+                **record}
+        self.run.archive_expert(task.id, str(net.genome), state_to_cpu(net), meta)
+        self.run.event("expert", task=task.id, genome=str(net.genome), **{k: v for k, v in record.items()},
+                       test_acc=round(test_acc, 6))
+        self._models[t] = frozen_copy(net)
+
+    def archived_record(self, t: int) -> dict:
+        return self.run.load_expert(self.stream.tasks[t].id)["metrics"]
+
+    def model_for(self, t: int) -> nn.Module:
+        if t not in self._models:
+            from ..space import Genome, build_network
+
+            blob = self.run.load_expert(self.stream.tasks[t].id)
+            net = build_network(Genome.parse(blob["genome"]), blob["in_channels"], blob["num_classes"])
+            net.load_state_dict(blob["state_dict"])
+            self._models[t] = frozen_copy(net)
+        return self._models[t]
+
+    def task_record(self, t: int) -> dict:
+        if self.run.has_expert(self.stream.tasks[t].id):
+            return self.archived_record(t)
+        return super().task_record(t)

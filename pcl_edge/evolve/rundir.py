@@ -1,0 +1,144 @@
+"""The run directory: what a person opens after a run, and what ``--resume`` reads.
+
+    config.json            the resolved configuration
+    events.jsonl           one JSON object per event (generation, expert, task, resume ...)
+    state.pt               the whole search state, rewritten atomically after every generation
+    accuracy_matrix.csv    R[i, j], test accuracy on task j after learning task i
+    summary.json           final metrics and per-task experts
+    experts/task_XX/       genome.txt, model.pt, metrics.json: written once, never modified
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._io import atomic_open, read_json, write_json, write_text
+from .config import ConfigError, EvolveConfig
+
+
+class RunDirError(ValueError):
+    """A directory that is not (or not this) run."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    # -- creation / opening -------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike, cfg: EvolveConfig) -> RunDir:
+        rd = cls(path)
+        if rd.path.exists() and any(rd.path.iterdir()):
+            hint = " (it holds a run: pass --resume to continue it)" if (rd.path / "config.json").exists() else ""
+            raise RunDirError(f"{rd.path} exists and is not empty{hint}; choose a new --out")
+        rd.path.mkdir(parents=True, exist_ok=True)
+        write_json(rd.path / "config.json", cfg.to_dict())
+        return rd
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> tuple[RunDir, EvolveConfig]:
+        rd = cls(path)
+        if not rd.path.is_dir():
+            raise RunDirError(f"{rd.path} does not exist; nothing to resume")
+        if not (rd.path / "config.json").is_file():
+            raise RunDirError(f"{rd.path} is not a pcl-edge run directory (no config.json)")
+        try:
+            cfg = EvolveConfig.from_dict(read_json(rd.path / "config.json"))
+        except (json.JSONDecodeError, ConfigError, TypeError) as exc:
+            raise RunDirError(f"{rd.path}/config.json is unreadable: {exc}") from None
+        return rd, cfg
+
+    # -- logs ---------------------------------------------------------------------------------------------------
+    def event(self, kind: str, **data: Any) -> None:
+        rec = {"time": round(time.time(), 3), "event": kind, **data}
+        with open(self.path / "events.jsonl", "a") as fh:
+            fh.write(json.dumps(rec, default=str) + "\n")
+
+    def events(self) -> list[dict]:
+        p = self.path / "events.jsonl"
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+    def write_matrix(self, R: np.ndarray) -> None:
+        T = R.shape[1]
+        lines = ["after_task," + ",".join(f"task_{j + 1:02d}" for j in range(T))]
+        for i, row in enumerate(R):
+            lines.append(f"task_{i + 1:02d}," + ",".join("" if np.isnan(v) else f"{v:.6f}" for v in row))
+        write_text(self.path / "accuracy_matrix.csv", "\n".join(lines) + "\n")
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.path / "summary.json", summary)
+
+    # -- state --------------------------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.pt"
+
+    def save_state(self, state: dict) -> None:
+        with atomic_open(self.state_path, "wb") as fh:
+            torch.save(state, fh)
+
+    def load_state(self) -> dict | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            return torch.load(self.state_path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable state is the same problem for the user
+            raise RunDirError(f"{self.state_path} is unreadable ({exc}); the run cannot be resumed") from None
+
+    # -- experts (immutable) ------------------------------------------------------------------------------------
+    def expert_dir(self, task_id: int) -> Path:
+        return self.path / "experts" / f"task_{task_id:02d}"
+
+    def has_expert(self, task_id: int) -> bool:
+        return (self.expert_dir(task_id) / "metrics.json").is_file()
+
+    def archive_expert(self, task_id: int, genome: str, state_dict: dict, meta: dict) -> dict:
+        """Write experts/task_XX once (temporary directory, then rename): an archived expert is never replaced."""
+        final = self.expert_dir(task_id)
+        if final.exists():
+            raise RunDirError(f"expert {final} already exists; archived experts are never modified")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            (tmp / "genome.txt").write_text(genome + "\n")
+            torch.save({"genome": genome, "state_dict": state_dict, **meta}, tmp / "model.pt")
+            meta_out = {"task_id": task_id, "genome": genome, "model_sha256": sha256_file(tmp / "model.pt"),
+                        **{k: v for k, v in meta.items() if k != "input_spec"}, "input_spec": meta.get("input_spec")}
+            (tmp / "metrics.json").write_text(json.dumps(meta_out, indent=2) + "\n")
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return meta_out
+
+    def load_expert(self, task_id: int) -> dict:
+        d = self.expert_dir(task_id)
+        meta = read_json(d / "metrics.json")
+        if sha256_file(d / "model.pt") != meta["model_sha256"]:
+            raise RunDirError(f"{d}/model.pt does not match its recorded sha256; the archive was modified")
+        return torch.load(d / "model.pt", map_location="cpu", weights_only=False) | {"metrics": meta}
+
+    def clean_partial(self) -> None:
+        """Remove temporary leftovers of an interrupted write (never a finished expert)."""
+        for p in (self.path / "experts").glob(".task_*") if (self.path / "experts").exists() else []:
+            shutil.rmtree(p, ignore_errors=True)
+        for p in self.path.glob(".*.tmp"):
+            p.unlink(missing_ok=True)

@@ -1,0 +1,138 @@
+"""The one trainer every strategy shares: seeded SGD with a cosine schedule and cheap batch augmentation.
+
+Determinism: all randomness (init, shuffling, augmentation) comes from ``seed``, which callers derive from
+an individual's identity, so a result does not depend on which worker ran it or in which order."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data import Split, Task
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any identity (run seed, task, generation, child ...)."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100  # optimizer steps: a budget independent of the dataset's size, as NAS proxies use
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    augment: str = "none"  # none | shift | shift-flip
+
+
+@dataclass(frozen=True)
+class TensorSplit:
+    x: Tensor  # float32 NCHW, normalised
+    y: Tensor  # int64
+
+    @classmethod
+    def from_split(cls, split: Split, task: Task) -> TensorSplit:
+        return cls(torch.from_numpy(task.spec.normalize(split.x)), torch.from_numpy(split.y.astype(np.int64)))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class TensorTask:
+    """A task's splits decoded to tensors once, shared by every candidate trained on it."""
+
+    id: int
+    num_classes: int
+    in_channels: int
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit
+
+    @classmethod
+    def from_task(cls, task: Task) -> TensorTask:
+        return cls(task.id, task.num_classes, task.spec.shape[0], TensorSplit.from_split(task.train, task),
+                   TensorSplit.from_split(task.val, task), TensorSplit.from_split(task.test, task))
+
+
+def _augment(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
+    """Random shift by up to h/8 px (zero padded), and a horizontal flip for ``shift-flip``; per sample."""
+    if mode == "none":
+        return x
+    n, c, h, w = x.shape
+    pad = max(1, h // 8)  # 4 px at 32x32, 1 px at 8x8
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
+    cols = (dx[:, None] + torch.arange(w)).view(n, 1, 1, w).expand(n, c, h, w)
+    out = xp.gather(2, rows).gather(3, cols)
+    if mode == "shift-flip":
+        flip = torch.rand(n, generator=gen) < 0.5
+        out[flip] = out[flip].flip(3)
+    return out
+
+
+def train(net: nn.Module, data: TensorSplit, cfg: TrainConfig, seed: int) -> float:
+    """Train ``net`` in place for ``cfg.steps`` optimizer steps; returns the mean training loss."""
+    return train_multi(net, [(net, data)], cfg, seed)
+
+
+def train_multi(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], cfg: TrainConfig, seed: int) -> float:
+    """Train all parameters of ``module``; step s uses ``views[s % len(views)]`` (a forward and its data), so
+    several task heads on one trunk train jointly, round robin."""
+    gen = torch.Generator().manual_seed(seed)
+    total = max(1, cfg.steps)
+    opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    module.train()
+    orders = [torch.empty(0, dtype=torch.long) for _ in views]
+    losses = []
+    for step in range(total):
+        k = step % len(views)
+        forward, data = views[k]
+        if orders[k].numel() < cfg.batch_size:
+            orders[k] = torch.cat([orders[k], torch.randperm(len(data), generator=gen)])
+        idx, orders[k] = orders[k][: cfg.batch_size], orders[k][cfg.batch_size:]
+        x = _augment(data.x[idx], cfg.augment, gen)
+        loss = F.cross_entropy(forward(x), data.y[idx], label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+    module.eval()
+    return float(np.mean(losses))
+
+
+@torch.inference_mode()
+def evaluate(net: nn.Module, data: TensorSplit, batch_size: int = 512) -> float:
+    net.eval()
+    correct = 0
+    for i in range(0, len(data), batch_size):
+        correct += int((net(data.x[i: i + batch_size]).argmax(1) == data.y[i: i + batch_size]).sum())
+    return correct / max(1, len(data))
+
+
+def reset_head(net: nn.Module, num_classes: int, seed: int) -> None:
+    """A fresh, seeded head for a new task."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net.new_head(num_classes)
+
+
+def build_seeded(genome, in_channels: int, num_classes: int, seed: int) -> nn.Module:
+    from ..space import build_network
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_network(genome, in_channels, num_classes)
