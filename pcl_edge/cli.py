@@ -1,0 +1,138 @@
+"""``pcl-edge``: a thin command line over the Python API. Each sub-command is one call a user could make from
+Python (``pcl_edge.evolve.evolve`` ...)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+log = logging.getLogger("pcl_edge")
+
+_EVOLVE_HELP = """\
+Learn a task stream continually. With no arguments: PCL on Split Digits (scikit-learn's digits, 5 tasks of 2
+classes), preset cpu, written to runs/<strategy>-<data>-<time>/.
+
+examples:
+  pcl-edge evolve
+  pcl-edge evolve --data imagefolder:../shared/data/cifar10-train-jpg.tar.xz --preset cpu --out runs/cifar
+  pcl-edge evolve --strategy fixed --genome d6_w16_p2.4_x2.4_s0:res-k3_s1:res-k3_s2:res-k3
+  pcl-edge evolve --resume runs/cifar          (continue an interrupted run)
+"""
+
+
+def _evolve_parser(sub) -> None:
+    p = sub.add_parser("evolve", help="learn a task stream (PCL or a baseline)", description=_EVOLVE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="digits (default) | imagefolder:PATH (dir or .tar[.xz]) | cifar10:PATH | "
+                                  "cifar100:PATH | mnist:PATH")
+    p.add_argument("--tasks", help="NxK (N tasks of K consecutive classes) or explicit lists 'a,b/c,d' "
+                                   "(indices or class names); default 5 equal tasks")
+    p.add_argument("--strategy", help="pcl (default) | pcl-scratch | fixed | finetune | joint")
+    p.add_argument("--preset", help="tiny | cpu (default) | gpu: budgets; explicit options override them")
+    p.add_argument("--population", type=int, help="population size N")
+    p.add_argument("--generations", type=int, help="generations G per task")
+    p.add_argument("--children", type=int, help="children per generation (lambda; default N)")
+    p.add_argument("--seed", type=int, help="seed for splits, search and training (default 0)")
+    p.add_argument("--genome", help="architecture for fixed/finetune/joint, e.g. d6_w16_p2.4_x2.4_s0:res-k3_...")
+    p.add_argument("--proxy-steps", type=int, help="optimizer steps of a candidate's proxy training")
+    p.add_argument("--final-steps", type=int, help="optimizer steps of an expert's final training")
+    p.add_argument("--max-params", type=int, help="parameter cap of the search space")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--out", help="run directory to create (must not exist or be empty)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its stored configuration")
+
+
+def _config_from_args(args):
+    from .evolve import EvolveConfig, preset_config
+
+    train_over = {"proxy": args.proxy_steps, "final": args.final_steps}
+    base = preset_config(args.preset or "cpu", args.data or "digits")
+    fields = {f: getattr(args, f) for f in ("tasks", "strategy", "population", "generations", "children", "seed",
+                                            "genome", "max_params", "threads")}
+    cfg = dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
+    for key, steps in train_over.items():
+        if steps is not None:
+            cfg = dataclasses.replace(cfg, **{key: dataclasses.replace(getattr(cfg, key), steps=steps)})
+    assert isinstance(cfg, EvolveConfig)
+    return cfg
+
+
+def _explicit(args) -> list[str]:
+    names = ("data", "tasks", "strategy", "preset", "population", "generations", "children", "seed", "genome",
+             "proxy_steps", "final_steps", "max_params", "threads", "out")
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
+
+
+def cmd_evolve(args) -> int:
+    from .evolve import evolve
+
+    if args.resume:
+        given = _explicit(args)
+        if given:
+            raise ValueError(f"--resume continues a run with its stored configuration; drop {' '.join(given)} "
+                             f"(or start a new run with --out)")
+        summary = evolve(resume=args.resume, progress=not args.quiet)
+    else:
+        summary = evolve(_config_from_args(args), out=args.out, progress=not args.quiet)
+    sys.stdout.write(format_summary(summary))
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    rows = [f"{'task':>4}  {'classes':<22} {'genome':<58} {'params':>8} {'val':>6} {'test':>6}"]
+    for t in s["tasks"]:
+        names = ",".join(t["class_names"])[:22]
+        val = "" if t["val_acc"] is None else f"{t['val_acc']:.3f}"
+        params = "" if t["params"] is None else str(t["params"])
+        rows.append(f"{t['id']:>4}  {names:<22} {(t['genome'] or '')[:58]:<58} {params:>8} {val:>6} "
+                    f"{t['test_acc']:.3f}")
+    fmt = lambda v: "n/a" if v is None else f"{v:+.4f}"  # noqa: E731
+    rows.append(f"strategy {s['strategy']}  ACC {s['acc']:.4f}  BWT {fmt(s['bwt'])}  FWT {fmt(s['fwt'])}  "
+                f"forgetting {fmt(s['forgetting'])}  wall {s['wall_s']:.1f}s")
+    rows.append(f"test split: {s['test_split']}")
+    rows.append(f"run directory: {s['run_dir']}")
+    return "\n".join(rows) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="pcl-edge", description="Population-based Continual Learning for edge "
+                                     "GPUs: evolve per-task experts, export them, serve them on the device.")
+    parser.add_argument("--version", action="version", version=f"pcl-edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _evolve_parser(sub)
+    return parser
+
+
+COMMANDS = {"evolve": cmd_evolve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .data import DataError
+    from .evolve import ConfigError, RunDirError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, ConfigError, RunDirError, ValueError, KeyError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        sys.stderr.write(f"pcl-edge {args.command}: error: {msg}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; the run directory holds the last completed generation: use --resume\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
