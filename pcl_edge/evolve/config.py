@@ -110,9 +110,7 @@ def preset_config(preset: str, data: str = "digits", **overrides) -> EvolveConfi
     kind = data.partition(":")[0]
     if kind in ("imagefolder", "cifar10", "cifar100"):
         values |= _IMAGE_OVERRIDES.get(preset, {})
-    elif kind == "mnist":
-        values |= {k: replace(v, augment="shift") for k, v in values.items() if isinstance(v, TrainConfig)}
-    elif kind == "digits":
+    elif kind == "mnist" or kind == "digits":
         values |= {k: replace(v, augment="shift") for k, v in values.items() if isinstance(v, TrainConfig)}
     values |= {k: v for k, v in overrides.items() if v is not None}
     return EvolveConfig(data=data, preset=preset, **values)

@@ -109,7 +109,7 @@ def train_multi(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], c
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     module.eval()
     return float(np.mean(losses))
 

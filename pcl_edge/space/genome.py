@@ -69,7 +69,8 @@ class Genome:
     def parse(cls, text: str) -> Genome:
         m = re.fullmatch(r"d(\d+)_w(\d+)_p([\d.]+|-)_x([\d.]+|-)_(s0:.+)", text.strip())
         if not m:
-            raise ValueError(f"bad genome string {text!r}; expected e.g. d6_w16_p2.4_x2.4_s0:res-k3_s1:dws-k3_s2:dws-k3")
+            example = "d6_w16_p2.4_x2.4_s0:res-k3_s1:dws-k3_s2:dws-k5"
+            raise ValueError(f"bad genome string {text!r}; expected e.g. {example}")
         stage_parts = re.split(r"_(?=s\d+:)", m[5])
         stages = []
         for i, part in enumerate(stage_parts):

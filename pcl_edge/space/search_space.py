@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .blocks import BLOCKS, EXPANSIONS, KERNELS
 from ._layers import drop_layer, set_flag
+from .blocks import BLOCKS, EXPANSIONS, KERNELS
 from .genome import BlockGene, Genome
 from .network import count_params
 

@@ -54,10 +54,11 @@ def _tar_members(archive: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
 
 def _decode(members: Iterator[tuple[PurePosixPath, bytes]], where: str) -> Pool:
     from PIL import Image, UnidentifiedImageError
-    from tqdm.auto import tqdm
+
+    from ..._progress import progress
 
     images: dict[str, dict[str, list[np.ndarray]]] = {"train": {}, "test": {}}
-    for name, blob in tqdm(members, desc="decoding images", unit="img", leave=False):
+    for name, blob in progress(members, desc="decoding images", unit="img"):
         parts = name.parts
         # accept an optional leading directory (e.g. cifar10/train/cat/1.jpg)
         idx = next((i for i, p in enumerate(parts) if p in ("train", "test")), None)
@@ -67,8 +68,10 @@ def _decode(members: Iterator[tuple[PurePosixPath, bytes]], where: str) -> Pool:
         try:
             with Image.open(io.BytesIO(blob)) as im:
                 arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise DataError(f"corrupt image {name} in {where}: {exc}; remove or replace it") from exc
+        except UnidentifiedImageError:
+            raise DataError(f"corrupt image {name} in {where}: not a readable image; remove or replace it") from None
+        except (OSError, SyntaxError) as exc:
+            raise DataError(f"corrupt image {name} in {where}: {exc}; remove or replace it") from None
         if arr.ndim == 2:
             arr = arr[..., None]
         images[split].setdefault(cls, []).append(arr)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from tqdm.auto import tqdm
-
+from ..._progress import progress
 from . import EXECUTORS
 
 T = TypeVar("T")
@@ -19,7 +18,7 @@ class LocalExecutor:
         self.progress = progress
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "") -> list[R]:
-        return [fn(item) for item in tqdm(items, desc=desc, leave=False, disable=not self.progress, unit="cand")]
+        return [fn(item) for item in progress(items, desc=desc, unit="cand", enabled=self.progress)]
 
     def close(self) -> None:
         pass

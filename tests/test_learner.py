@@ -1,0 +1,182 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from pcl_edge.evolve import RunDir, evolve, preset_config
+from pcl_edge.evolve.executors.local import LocalExecutor
+
+
+def tiny(**kw):
+    return preset_config("tiny", "digits", **({"tasks": "3x2"} | kw))
+
+
+def expert_states(run_dir):
+    rd = RunDir(run_dir)
+    out = {}
+    for d in sorted((rd.path / "experts").iterdir()):
+        blob = rd.load_expert(int(d.name.split("_")[1]))
+        out[d.name] = (blob["genome"], blob["state_dict"])
+    return out
+
+
+def assert_same_experts(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k][0] == b[k][0], k
+        for name, t in a[k][1].items():
+            assert torch.equal(t, b[k][1][name]), (k, name)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    probes = {}
+
+    def on_task_end(t, learner):
+        x = learner.tasks[0].test.x
+        probes[t] = learner.model_for(0)(x).detach().clone()
+
+    summary = evolve(tiny(), out=out, progress=False, on_task_end=on_task_end)
+    return out, summary, probes
+
+
+def test_pcl_run_writes_a_complete_run_directory(reference):
+    out, s, _ = reference
+    for name in ("config.json", "events.jsonl", "state.pt", "accuracy_matrix.csv", "summary.json"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "experts").iterdir()) == ["task_01", "task_02", "task_03"]
+    for key in ("strategy", "acc", "bwt", "fwt", "forgetting", "wall_s", "test_split", "tasks"):
+        assert key in s
+    assert set(s["tasks"][0]) >= {"id", "classes", "genome", "params", "val_acc", "test_acc"}
+    assert s["strategy"] == "pcl" and s["acc"] > 0.9
+    assert json.loads((out / "summary.json").read_text())["acc"] == s["acc"]
+    lines = (out / "accuracy_matrix.csv").read_text().splitlines()
+    assert lines[0] == "after_task,task_01,task_02,task_03" and len(lines) == 4
+    events = [json.loads(line)["event"] for line in (out / "events.jsonl").read_text().splitlines()]
+    assert events.count("generation") == 3 and events.count("expert") == 3 and events[-1] == "done"
+
+
+def test_bwt_is_exactly_zero_and_expert_one_is_bit_identical(reference):
+    out, s, probes = reference
+    assert s["bwt"] == 0.0 and s["forgetting"] == 0.0
+    R = np.array([[np.nan if v is None else v for v in row] for row in s["accuracy_matrix"]])
+    assert np.all(R[1:, 0] == R[0, 0])
+    assert torch.equal(probes[0], probes[2])  # expert 1 after task 1 vs after tasks 2..3
+    rd = RunDir(out)
+    blob = rd.load_expert(1)
+    from pcl_edge.space import Genome, build_network
+
+    net = build_network(Genome.parse(blob["genome"]), blob["in_channels"], blob["num_classes"]).eval()
+    net.load_state_dict(blob["state_dict"])
+    from pcl_edge.data import build_stream
+    from pcl_edge.evolve.trainer import TensorTask
+
+    x = TensorTask.from_task(build_stream("digits", "3x2").tasks[0]).test.x
+    assert torch.equal(net(x), probes[0])
+
+
+def test_fitness_only_ever_sees_validation_data(tmp_path, monkeypatch):
+    import pcl_edge.evolve.candidate as candidate
+
+    seen = []
+    real = candidate.evaluate
+
+    def spy(net, data, *a, **kw):
+        seen.append(data)
+        return real(net, data, *a, **kw)
+
+    monkeypatch.setattr(candidate, "evaluate", spy)
+    probes = []
+    evolve(tiny(tasks="2x2"), out=tmp_path / "r", progress=False,
+           on_task_end=lambda t, lr: probes.append([(task.val, task.test, task.train) for task in lr.tasks]))
+    vals = {id(v) for v, _, _ in probes[0]}
+    others = {id(x) for _, te, tr in probes[0] for x in (te, tr)}
+    assert seen and all(id(d) in vals for d in seen) and not any(id(d) in others for d in seen)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_interrupted_then_resumed_gives_the_same_experts(reference, tmp_path, monkeypatch):
+    ref_out, ref_summary, _ = reference
+    calls = {"n": 0}
+    real_map = LocalExecutor.map
+
+    def crashing_map(self, fn, items, desc=""):
+        calls["n"] += 1
+        if calls["n"] == 5:  # mid task 2: after its adaptation, before/while a generation
+            raise _Crash
+        return real_map(self, fn, items, desc)
+
+    monkeypatch.setattr(LocalExecutor, "map", crashing_map)
+    with pytest.raises(_Crash):
+        evolve(tiny(), out=tmp_path / "r", progress=False)
+    monkeypatch.setattr(LocalExecutor, "map", real_map)
+    assert not (tmp_path / "r" / "summary.json").exists()
+    s = evolve(resume=tmp_path / "r", progress=False)
+    assert_same_experts(expert_states(ref_out), expert_states(tmp_path / "r"))
+    assert s["acc"] == ref_summary["acc"] and s["accuracy_matrix"] == ref_summary["accuracy_matrix"]
+
+
+@pytest.mark.parametrize("kill_after", ["generation", "expert"])
+def test_kill_9_then_resume_gives_the_same_experts(reference, tmp_path, kill_after):
+    ref_out, _, _ = reference
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "pcl_edge.cli", "-q", "evolve", "--preset", "tiny", "--tasks", "3x2",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            ev = out / "events.jsonl"
+            if ev.exists() and sum(f'"event": "{kill_after}"' in line for line in ev.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (out / "summary.json").exists()
+    done = subprocess.run([sys.executable, "-m", "pcl_edge.cli", "-q", "evolve", "--resume", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert_same_experts(expert_states(ref_out), expert_states(out))
+
+
+def test_resume_of_a_finished_run_changes_nothing(reference):
+    out, s, _ = reference
+    before = {p: p.stat().st_mtime_ns for p in (out / "experts").rglob("*")}
+    again = evolve(resume=out, progress=False)
+    assert again["accuracy_matrix"] == s["accuracy_matrix"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "experts").rglob("*")} == before
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "finetune", "joint", "pcl-scratch"])
+def test_baselines_share_the_loop_and_metrics(tmp_path, strategy):
+    cfg = tiny(strategy=strategy, tasks="2x2", genome="d3_w8_p1_x1_s0:res-k3_s1:res-k3")
+    s = evolve(cfg, out=tmp_path / strategy, progress=False)
+    assert s["strategy"] == strategy and 0 <= s["acc"] <= 1 and len(s["tasks"]) == 2
+    if strategy == "joint":
+        assert s["bwt"] is None and s["accuracy_matrix"][0] == [None, None]
+    else:
+        assert s["bwt"] is not None and s["accuracy_matrix"][1][0] is not None
+    if strategy in ("fixed", "pcl-scratch"):
+        assert s["bwt"] == 0.0 and (tmp_path / strategy / "experts" / "task_02").is_dir()
+    if strategy == "fixed":
+        assert all(t["genome"] == "d3_w8_p1_x1_s0:res-k3_s1:res-k3" for t in s["tasks"])
+
+
+def test_finetune_forgets(tmp_path):
+    """The reason the product exists: a shared trunk trained task after task moves its old heads' inputs."""
+    cfg = preset_config("tiny", "digits", strategy="finetune", tasks="5x2", genome="d3_w8_p1_x1_s0:res-k3_s1:res-k3")
+    s = evolve(cfg, out=tmp_path / "ft", progress=False)
+    R = s["accuracy_matrix"]
+    assert any(R[-1][j] != R[j][j] for j in range(4))
