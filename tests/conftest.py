@@ -4,6 +4,18 @@ import pytest
 
 # Keep the decode cache of tests away from the user's cache.
 os.environ.setdefault("PCL_EDGE_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache", "test-cache"))
+# The test networks are tiny: one intra-op thread is as fast, and immune to OpenMP oversubscription on a busy
+# shared machine (subprocesses inherit the variable).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config):
+    try:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    except ImportError:
+        pass
 
 
 def pytest_collection_modifyitems(config, items):

@@ -180,3 +180,20 @@ def test_finetune_forgets(tmp_path):
     s = evolve(cfg, out=tmp_path / "ft", progress=False)
     R = s["accuracy_matrix"]
     assert any(R[-1][j] != R[j][j] for j in range(4))
+
+
+def test_a_tampered_expert_is_detected_not_trusted(reference, tmp_path):
+    import shutil
+
+    from pcl_edge.evolve import RunDirError
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference[0], out)
+    model = out / "experts" / "task_02" / "model.pt"
+    blob = bytearray(model.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    model.write_bytes(bytes(blob))
+    with pytest.raises(RunDirError, match="does not match its recorded sha256"):
+        RunDir(out).load_expert(2)
+    with pytest.raises(RunDirError, match="task_02"):
+        evolve(resume=out, progress=False)

@@ -22,6 +22,9 @@ class Pool:
             raise ValueError(f"pool images must be uint8 NHWC, got {self.x_train.dtype} {self.x_train.shape}")
         if len(self.x_train) != len(self.y_train):
             raise ValueError("pool images and labels differ in length")
+        for y in (self.y_train, self.y_test):
+            if y is not None and len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(self.class_names):
+                raise ValueError(f"labels must lie in 0..{len(self.class_names) - 1} (one per class name)")
 
     @property
     def has_test(self) -> bool:

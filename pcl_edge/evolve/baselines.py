@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from torch import Tensor, nn
 
@@ -65,7 +66,8 @@ class _SharedTrunkLearner(Learner):
         return frozen_copy(_Headed(trunk, self._head(trunk, t)))
 
     def _record(self, t: int, view: nn.Module, train_s: float) -> None:
-        self.state["records"][t] = {"genome": self.cfg.genome, "params": sum(p.numel() for p in view.parameters()),
+        used = sum(p.numel() for n, p in view.named_parameters() if not n.startswith("trunk.head."))
+        self.state["records"][t] = {"genome": self.cfg.genome, "params": used,
                                     "val_acc": evaluate(view, self.tasks[t].val), "search_s": 0.0,
                                     "train_s": round(train_s, 3)}
 
@@ -95,11 +97,9 @@ class JointLearner(_SharedTrunkLearner):
         start, trunk = time.perf_counter(), self._trunk()
         views = [_Headed(trunk, self._head(trunk, j)) for j in range(len(self.tasks))]
         module = nn.ModuleList(views)
-        steps = self.cfg.final.steps * len(self.tasks)  # the same per-task budget as the sequential baselines
-        from dataclasses import replace
-
-        train_multi(module, [(v, task.train) for v, task in zip(views, self.tasks)], replace(self.cfg.final,
-                    steps=steps), derive_seed(self.cfg.seed, self.name))
+        cfg = replace(self.cfg.final, steps=self.cfg.final.steps * len(self.tasks))  # same per-task budget
+        train_multi(module, [(v, task.train) for v, task in zip(views, self.tasks)], cfg,
+                    derive_seed(self.cfg.seed, self.name))
         own = self.state["own"]
         own["trunk"] = state_to_cpu(trunk)
         own["heads"] = {j: state_to_cpu(v.head) for j, v in enumerate(views)}

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._io import read_json
 from ..data import TaskStream
 from ..metrics import summarize
 from .config import EvolveConfig
@@ -151,7 +152,7 @@ class ExpertLearner(Learner):
         self._models[t] = frozen_copy(net)
 
     def archived_record(self, t: int) -> dict:
-        return self.run.load_expert(self.stream.tasks[t].id)["metrics"]
+        return read_json(self.run.expert_dir(self.stream.tasks[t].id) / "metrics.json")
 
     def model_for(self, t: int) -> nn.Module:
         if t not in self._models:

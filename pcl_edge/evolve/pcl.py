@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import numpy as np
 
@@ -41,8 +42,8 @@ class PCLLearner(ExpertLearner):
                            max_depth=self.cfg.max_depth, max_params=self.cfg.max_params)
 
     def _train(self, cands: list[Candidate], t: int, desc: str, cfg=None) -> list[Individual]:
-        task, train_cfg = self.tasks[t], cfg or self.cfg.proxy
-        return self.executor.map(lambda c: train_candidate(c, task, train_cfg), cands, desc=desc)
+        job = partial(train_candidate, task=self.tasks[t], cfg=cfg or self.cfg.proxy)  # picklable, for remote executors
+        return self.executor.map(job, cands, desc=desc)
 
     # -- population at the start of a task -----------------------------------------------------------------------
     def _initial_population(self, t: int) -> list[Individual]:
