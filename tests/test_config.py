@@ -1,0 +1,35 @@
+import pytest
+
+from pcl_edge.evolve import PRESETS, ConfigError, EvolveConfig, preset_config
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("data", ["digits", "imagefolder:/x", "mnist:/x"])
+def test_presets_validate_and_round_trip_through_json(preset, data):
+    import json
+
+    cfg = preset_config(preset, data).validate()
+    again = EvolveConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+def test_augmentation_follows_the_data():
+    assert preset_config("cpu", "imagefolder:/x").proxy.augment == "shift-flip"
+    assert preset_config("cpu", "digits").final.augment == "shift"  # a mirrored digit is another digit
+
+
+def test_explicit_options_override_the_preset():
+    cfg = preset_config("cpu", "digits", population=3, generations=0)
+    assert (cfg.population, cfg.generations) == (3, 0)
+
+
+@pytest.mark.parametrize("kw,match", [({"population": 1}, "population"), ({"strategy": "nope"}, "unknown strategy"),
+                                      ({"crossover_prob": 2.0}, "crossover_prob"), ({"val_fraction": 0.9}, "val_")])
+def test_bad_configs(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        preset_config("tiny", "digits", **kw).validate()
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        EvolveConfig.from_dict({"populaton": 4})
