@@ -68,3 +68,15 @@ def test_single_task_and_bad_shapes():
     assert backward_transfer([[0.7]]) is None and forgetting([[0.7]]) is None
     with pytest.raises(ValueError, match="square"):
         average_accuracy(np.zeros((2, 3)))
+
+
+def test_objective_matrix_minimises_every_column():
+    from pcl_edge.evolve.individual import Individual
+    from pcl_edge.evolve.objectives import objective_matrix
+    from pcl_edge.space import Genome
+
+    g = Genome.parse("d2_w8_p-_x-_s0:res-k3")
+    pop = [Individual("a", g, {}, val_acc=0.9, params=100), Individual("b", g, {}, val_acc=0.8, params=50)]
+    assert objective_matrix(pop, ["val_acc", "params"]).tolist() == [[-0.9, 100.0], [-0.8, 50.0]]
+    with pytest.raises(KeyError, match="unknown objective"):
+        objective_matrix(pop, ["latency_typo"])

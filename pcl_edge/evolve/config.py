@@ -25,6 +25,7 @@ class EvolveConfig:
     generations: int = 4
     children: int = 0  # lambda; 0 means "as many as the population"
     seed: int = 0
+    objectives: tuple[str, ...] = ("val_acc", "params")  # NSGA-II objectives, names from evolve.objectives
     crossover_prob: float = 0.2
     tournament_size: int = 2
     init_max_depth: int = 4  # initial populations start shallow (ArchCraft) and grow by mutation
@@ -50,6 +51,8 @@ class EvolveConfig:
         for key in ("proxy", "final"):
             if isinstance(d.get(key), dict):
                 d[key] = TrainConfig(**d[key])
+        if isinstance(d.get("objectives"), list):
+            d["objectives"] = tuple(d["objectives"])
         return cls(**d)
 
     @property
@@ -64,6 +67,13 @@ class EvolveConfig:
             get_strategy(self.strategy)
         except KeyError as exc:
             raise ConfigError(exc.args[0]) from None
+        from .objectives import OBJECTIVES
+
+        for name in self.objectives:
+            if name not in OBJECTIVES:
+                raise ConfigError(f"unknown objective {name!r}; choose from {OBJECTIVES.names()}")
+        if "val_acc" not in self.objectives:
+            raise ConfigError("objectives must include val_acc (the expert is chosen by it)")
         if self.population < 2:
             raise ConfigError(f"--population must be >= 2 (got {self.population})")
         if self.generations < 0:

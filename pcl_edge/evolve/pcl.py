@@ -16,14 +16,10 @@ from ..space import SearchSpace, build_network, crossover, mutate
 from .candidate import Candidate, train_candidate
 from .individual import Individual
 from .learner import ExpertLearner
+from .objectives import objective_matrix
 from .selection import nsga2_select, rank_and_crowding, tournament
 
 log = logging.getLogger(__name__)
-
-
-def objectives(pop: list[Individual]) -> np.ndarray:
-    """Rows to MINIMISE: (-validation accuracy, parameters). Later objectives (latency) append columns."""
-    return np.array([[-ind.val_acc, float(ind.params)] for ind in pop])
 
 
 def best_index(pop: list[Individual]) -> int:
@@ -71,7 +67,7 @@ class PCLLearner(ExpertLearner):
     # -- one generation -----------------------------------------------------------------------------------------
     def _generation(self, t: int, g: int, pop: list[Individual]) -> list[Individual]:
         space, rng = self.space_for(t), np.random.default_rng([self.cfg.seed, t, g])
-        rank, crowd = rank_and_crowding(objectives(pop))
+        rank, crowd = rank_and_crowding(objective_matrix(pop, self.cfg.objectives))
         cands = []
         for c in range(self.cfg.num_children):
             p = pop[tournament(rank, crowd, rng, self.cfg.tournament_size)]
@@ -84,7 +80,8 @@ class PCLLearner(ExpertLearner):
                                    parent=p.uid, parent_genome=p.genome, parent_state=p.state))
         children = self._train(cands, t, f"task {t + 1} gen {g}/{self.cfg.generations}")
         merged = pop + children
-        keep = nsga2_select(objectives(merged), self.cfg.population, elite=best_index(merged))
+        keep = nsga2_select(objective_matrix(merged, self.cfg.objectives), self.cfg.population,
+                            elite=best_index(merged))
         survivors = [merged[i] for i in sorted(keep)]
         self.run.event("generation", task=t + 1, generation=g, children=[c.record() for c in children],
                        survivors=[s.uid for s in survivors], best_val_acc=round(max(s.val_acc for s in survivors), 6))
