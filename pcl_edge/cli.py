@@ -96,6 +96,47 @@ def format_summary(s: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a run's experts to a verified ONNX bundle (or a Triton repository)",
+                       description="Export every archived expert of RUN_DIR to ONNX (opset 17, BatchNorm folded, "
+                       "dynamic batch), verify it against PyTorch with onnxruntime, and write a bundle: a directory "
+                       "with manifest.json + models/, or a .tar when --out ends in .tar.\n\nexamples:\n"
+                       "  pcl-edge export runs/digits --out bundles/v1\n"
+                       "  pcl-edge export runs/digits --out bundles/v2 --base bundles/v1   (only the new tasks)\n"
+                       "  pcl-edge export runs/digits --out triton_repo --format triton",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="new bundle directory, BUNDLE.tar, or Triton repository")
+    p.add_argument("--base", help="previous bundle: keep its tasks byte-identical, export only newer ones")
+    p.add_argument("--format", default="bundle", choices=["bundle", "triton"])
+
+
+def _bundle_parser(sub) -> None:
+    p = sub.add_parser("bundle", help="inspect bundles")
+    bsub = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
+    v = bsub.add_parser("verify", help="check a bundle's schema, manifest digest and every file's sha256")
+    v.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
+
+
+def cmd_export(args) -> int:
+    from .export import export_bundle
+
+    m = export_bundle(args.run_dir, args.out, base=args.base, fmt=args.format)
+    worst = max(t["verification"]["max_abs_diff"] for t in m["tasks"] if "verification" in t)
+    sys.stdout.write(f"wrote {args.out} ({args.format}): bundle version {m['bundle_version']}, tasks "
+                     f"{[t['id'] for t in m['tasks']]}, max |onnx - torch| {worst:.1e}\n")
+    return 0
+
+
+def cmd_bundle(args) -> int:
+    from .export import verify_bundle
+
+    m = verify_bundle(args.bundle)
+    sys.stdout.write(f"{args.bundle}: OK (schema {m['schema_version']}, bundle version {m['bundle_version']}, "
+                     f"{len(m['tasks'])} tasks, every sha256 matches)\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -106,10 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _evolve_parser(sub)
+    _export_parser(sub)
+    _bundle_parser(sub)
     return parser
 
 
-COMMANDS = {"evolve": cmd_evolve}
+COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,12 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from .data import DataError
-    from .evolve import ConfigError, RunDirError
-
     try:
         return COMMANDS[args.command](args)
-    except (DataError, ConfigError, RunDirError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:  # DataError, ConfigError, BundleError ... included
+        if args.verbose:
+            raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         sys.stderr.write(f"pcl-edge {args.command}: error: {msg}\n")
         return 2

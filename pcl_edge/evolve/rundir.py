@@ -110,6 +110,12 @@ class RunDir:
     def has_expert(self, task_id: int) -> bool:
         return (self.expert_dir(task_id) / "metrics.json").is_file()
 
+    def expert_ids(self) -> list[int]:
+        """Task ids with a complete archived expert."""
+        d = self.path / "experts"
+        ids = [int(p.name.removeprefix("task_")) for p in d.glob("task_[0-9]*")] if d.is_dir() else []
+        return sorted(i for i in ids if self.has_expert(i))
+
     def archive_expert(self, task_id: int, genome: str, state_dict: dict, meta: dict) -> dict:
         """Write experts/task_XX once (temporary directory, then rename): an archived expert is never replaced."""
         final = self.expert_dir(task_id)

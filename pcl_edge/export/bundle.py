@@ -1,0 +1,198 @@
+"""Bundles: a directory (optionally packed as .tar) with ``manifest.json`` and one ONNX model per task.
+
+    BUNDLE/manifest.json
+    BUNDLE/models/task_01.onnx ...
+
+``export_bundle(run_dir, out, base=OLD)`` adds the tasks learned since OLD and copies OLD's models
+byte-identical (task T+1 arrives weeks later); nothing is ever written in place: a temporary directory is
+filled, verified, then renamed to ``out``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import __version__
+from .._io import write_json
+from .manifest import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    BundleError,
+    read_manifest,
+    seal,
+    sha256_bytes,
+    sha256_file,
+)
+from .onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, ExportError
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def bundle_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A bundle as a directory: itself, or a tar unpacked (safely) into a temporary directory."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path} does not exist")
+    if path.is_dir():
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield unpack_bundle(path, Path(tmp) / "bundle")
+
+
+def verify_bundle(path: str | os.PathLike) -> dict:
+    """Schema, manifest digest and every model's sha256; returns the manifest. Accepts a directory or a .tar."""
+    with bundle_dir(path) as d:
+        return _verify_dir(d)
+
+
+def _verify_dir(path: Path) -> dict:
+    m = read_manifest(path)
+    for t in m["tasks"]:
+        f = path / t["model"]
+        if not f.is_file():
+            raise BundleError(f"task {t['id']}: model file {t['model']} is missing")
+        if sha256_file(f) != t["sha256"]:
+            raise BundleError(f"task {t['id']}: {t['model']} does not match its sha256 (corrupted or modified)")
+    return m
+
+
+def _task_entry(run, task_id: int, model_rel: str, model_bytes: bytes, verification: dict) -> dict:
+    meta = run.load_expert(task_id)["metrics"]
+    spec = meta["input_spec"]
+    return {"id": task_id, "name": f"task_{task_id:02d}", "classes": meta.get("classes"),
+            "class_names": meta["class_names"],
+            "input": {"name": INPUT_NAME, "shape": spec["shape"], "dtype": spec["dtype"], "layout": spec["layout"],
+                      "mean": spec["mean"], "std": spec["std"]},
+            "output": {"name": OUTPUT_NAME, "shape": [meta["num_classes"]], "dtype": "float32"},
+            "model": model_rel, "sha256": sha256_bytes(model_bytes), "opset": OPSET, "genome": meta["genome"],
+            "metrics": {"val_acc": meta.get("val_acc"), "test_acc": meta.get("test_acc"), "params": meta.get("params"),
+                        "latency_ms": meta.get("latency_ms", {})},
+            "verification": verification}
+
+
+def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, base: str | os.PathLike | None = None,
+                  n_real: int = 64, fmt: str = "bundle") -> dict:
+    """Export every archived expert of ``run_dir`` (those not already in ``base``) into a new bundle ``out``
+    (a directory, or a tar when ``out`` ends in .tar); ``fmt="triton"`` writes a Triton model repository."""
+    if fmt == "triton":
+        from .triton import bundle_to_triton
+
+        if Path(out).exists():
+            raise BundleError(f"{out} already exists; exports never overwrite: choose a new --out")
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = export_bundle(run_dir, Path(tmp) / "bundle", base=base, n_real=n_real)
+            bundle_to_triton(Path(tmp) / "bundle", out)
+        return manifest
+    if fmt != "bundle":
+        raise BundleError(f"unknown export format {fmt!r}; choose bundle or triton")
+    from ..evolve.rundir import RunDir
+
+    out = Path(out)
+    pack = out.suffix == ".tar"
+    if out.exists():
+        raise BundleError(f"{out} already exists; exports never overwrite: choose a new --out")
+    run, _ = RunDir.open(run_dir)
+    task_ids = run.expert_ids()
+    if not task_ids:
+        raise BundleError(f"{run.path} has no archived experts yet; run or resume pcl-edge evolve first")
+    if not (run.path / "summary.json").exists():  # only frozen experts leave; a task still learning has none
+        log.warning("%s is unfinished: exporting the archived experts of tasks %s only", run.path, task_ids)
+    with contextlib.ExitStack() as stack:
+        base_path = stack.enter_context(bundle_dir(base)) if base is not None else None
+        return _export(run, task_ids, out, base_path, n_real, pack)
+
+
+def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int, pack: bool) -> dict:
+    from .expert import load_expert_net, real_samples
+    from .onnx_export import export_onnx, verify_onnx
+
+    old = _verify_dir(base) if base is not None else None
+    old_ids = {t["id"] for t in old["tasks"]} if old else set()
+    new_ids = [i for i in task_ids if i not in old_ids]
+    if old is not None and not new_ids:
+        raise BundleError(f"{run.path} has no task beyond those in {base} (tasks {sorted(old_ids)})")
+    parent = out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        (tmp / "models").mkdir()
+        tasks = []
+        if old is not None:
+            for t in old["tasks"]:  # byte-identical copies: what the device already trusts stays the same
+                shutil.copyfile(base / t["model"], tmp / t["model"])
+                tasks.append(t)
+        for task_id in new_ids:
+            start = time.perf_counter()
+            net, spec = load_expert_net(run, task_id)
+            rel = f"models/task_{task_id:02d}.onnx"
+            data = export_onnx(net, tuple(spec["shape"]), tmp / rel)
+            check = verify_onnx(data, net, tuple(spec["shape"]), real_samples(run, task_id, n_real))
+            if not check.passed:
+                raise ExportError(f"task {task_id}: onnxruntime differs from PyTorch by {check.max_abs_diff:.2e} "
+                                  f"> {check.tolerance:.0e}")
+            tasks.append(_task_entry(run, task_id, rel, data, check.to_dict()))
+            log.info("task %d exported in %.2fs, max |onnx - torch| = %.1e over %d inputs", task_id,
+                     time.perf_counter() - start, check.max_abs_diff, check.n_inputs)
+        manifest = seal({
+            "schema_version": SCHEMA_VERSION, "tool": "pcl-edge", "tool_version": __version__,
+            "bundle_version": (old["bundle_version"] + 1) if old else 1,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source_run": str(run.path.resolve()),
+            "base_bundle_version": old["bundle_version"] if old else None,
+            "tasks": sorted(tasks, key=lambda t: t["id"]),
+        })
+        write_json(tmp / MANIFEST, manifest)
+        _verify_dir(tmp)
+        if pack:
+            pack_bundle(tmp, out)
+            shutil.rmtree(tmp)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def pack_bundle(src: Path, out: Path) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for p in sorted(src.rglob("*")):
+            tar.add(p, arcname=p.relative_to(src).as_posix(), recursive=False)
+    os.replace(tmp, out)
+
+
+def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Unpack a bundle tar, refusing absolute paths, ``..``, links and devices before writing anything."""
+    dest = Path(dest)
+    if dest.exists():
+        raise BundleError(f"{dest} already exists; unpack into a new directory")
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                p = Path(m.name)
+                if p.is_absolute() or ".." in p.parts:
+                    raise BundleError(f"{archive}: member {m.name!r} would be written outside the bundle")
+                if not (m.isfile() or m.isdir()):
+                    raise BundleError(f"{archive}: member {m.name!r} is a link or device; bundles hold plain files")
+            dest.mkdir(parents=True)
+            for m in members:
+                target = dest / m.name
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(m) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+    except tarfile.TarError as exc:
+        raise BundleError(f"{archive} is not a readable tar: {exc}") from None
+    return dest

@@ -1,0 +1,48 @@
+"""A bundle as a Triton model repository: ``task_XX/config.pbtxt`` + ``task_XX/1/model.onnx``.
+
+The ONNX graphs have a dynamic batch axis, so each config declares ``max_batch_size`` and dims without the batch
+dimension, as Triton expects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .bundle import verify_bundle
+from .manifest import BundleError
+
+_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64"}
+
+
+def config_pbtxt(task: dict, max_batch_size: int = 64) -> str:
+    def tensor(spec: dict, dims: list[int]) -> str:
+        return (f"  {{\n    name: \"{spec['name']}\"\n    data_type: {_DTYPES[spec.get('dtype', 'float32')]}\n"
+                f"    dims: [ {', '.join(map(str, dims))} ]\n  }}")
+
+    labels = ", ".join(f'"{c}"' for c in task["class_names"])
+    return (f"name: \"{task['name']}\"\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: {max_batch_size}\n"
+            f"input [\n{tensor(task['input'], task['input']['shape'])}\n]\n"
+            f"output [\n{tensor(task['output'], task['output']['shape'])}\n]\n"
+            f"parameters {{\n  key: \"class_names\"\n  value: {{ string_value: '[{labels}]' }}\n}}\n")
+
+
+def bundle_to_triton(bundle: str | os.PathLike, out: str | os.PathLike, max_batch_size: int = 64) -> list[str]:
+    """Write a Triton repository from a verified bundle; returns the model names."""
+    manifest = verify_bundle(bundle)
+    out = Path(out)
+    if out.exists():
+        raise BundleError(f"{out} already exists; choose a new --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for task in manifest["tasks"]:
+            (tmp / task["name"] / "1").mkdir(parents=True)
+            shutil.copyfile(Path(bundle) / task["model"], tmp / task["name"] / "1" / "model.onnx")
+            (tmp / task["name"] / "config.pbtxt").write_text(config_pbtxt(task, max_batch_size))
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [t["name"] for t in manifest["tasks"]]
