@@ -118,6 +118,28 @@ def _bundle_parser(sub) -> None:
     v.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
 
 
+def _engines_parser(sub) -> None:
+    p = sub.add_parser("build-engines", help="build TensorRT engines for a bundle ON the device that runs them",
+                       description="Engines are tied to the GPU and the TensorRT version, so they are built on the "
+                       "device. Up-to-date engines (matching header) are reused; the timing cache is shared by all "
+                       "tasks. The equivalent trtexec command is logged for each task.")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--calib-dir", help="int8: the task's calibration images (.jpg/.png/.npy, HWC uint8)")
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--workspace-mb", type=int, default=256)
+    p.add_argument("--cache-dir", help="where engines live (default: BUNDLE.engines next to the bundle)")
+
+
+def cmd_build_engines(args) -> int:
+    from .export.tensorrt_builder import BuildOptions, build_engines
+
+    opts = BuildOptions(args.precision, max_batch=args.max_batch, workspace_mb=args.workspace_mb)
+    paths = build_engines(args.bundle, opts, args.cache_dir, args.calib_dir)
+    sys.stdout.write("".join(f"{p}\n" for p in paths))
+    return 0
+
+
 def cmd_export(args) -> int:
     from .export import export_bundle
 
@@ -149,10 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     _evolve_parser(sub)
     _export_parser(sub)
     _bundle_parser(sub)
+    _engines_parser(sub)
     return parser
 
 
-COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle}
+COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "build-engines": cmd_build_engines}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,163 @@
+"""TensorRT engines, built ON the device that runs them, from a bundle's ONNX models (TensorRT 10 API; 8.6 shims
+in ``_trt_compat``). No torch: this runs on the Jetson.
+
+Per task: parse the ONNX (parser errors surfaced), one optimisation profile for batch 1..max, a workspace limit,
+FP16 / INT8 flags (INT8 with entropy calibration on images the user supplies at build time), a timing cache shared
+by all tasks, and an engine file whose header says what it was built for (see ``engine_header``)."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._io import atomic_open
+from . import _trt_compat as compat
+from .bundle import bundle_dir, verify_bundle
+from .engine_header import EngineHeader, EngineMismatch, read_engine, write_engine
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class EngineBuildError(RuntimeError):
+    """TensorRT could not build an engine (parser or builder errors are in the message)."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    precision: str = "fp16"
+    max_batch: int = 32
+    opt_batch: int = 1  # the edge case: one request at a time
+    workspace_mb: int = 256
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        if not 1 <= self.opt_batch <= self.max_batch:
+            raise ValueError(f"need 1 <= opt_batch ({self.opt_batch}) <= max_batch ({self.max_batch})")
+
+    def flags(self) -> dict:
+        return {"max_batch": self.max_batch, "opt_batch": self.opt_batch, "workspace_mb": self.workspace_mb}
+
+
+def gpu_name() -> str:
+    """The GPU this process would build for: cuda-python if present, else nvidia-smi, else the Jetson model."""
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            cudart = None
+    if cudart is not None:
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            return props.name.decode(errors="replace").strip("\x00").strip()
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0]
+    model = Path("/proc/device-tree/model")
+    return model.read_text().strip("\x00").strip() if model.exists() else "unknown-gpu"
+
+
+def build_plan(trt, onnx_bytes: bytes, input_name: str, chw: tuple[int, ...], opts: BuildOptions,
+               timing_cache: bytes = b"", calibrator=None) -> tuple[bytes, bytes]:
+    """One engine plan and the (updated) serialized timing cache."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = compat.create_network(trt, builder)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineBuildError(f"TensorRT's ONNX parser rejected the model: {errors or 'no detail given'}")
+    config = builder.create_builder_config()
+    compat.set_workspace(trt, config, opts.workspace_mb << 20)
+    if opts.precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers TensorRT cannot quantise fall back to fp16, not fp32
+    if opts.precision == "int8":
+        if calibrator is None:
+            raise EngineBuildError("int8 needs calibration images: pass --calib-dir DIR")
+        config.set_flag(trt.BuilderFlag.INT8)
+        compat.set_calibrator(config, calibrator)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, (1, *chw), (opts.opt_batch, *chw), (opts.max_batch, *chw))
+    config.add_optimization_profile(profile)
+    cache = config.create_timing_cache(timing_cache)
+    config.set_timing_cache(cache, False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineBuildError("TensorRT failed to build the engine (see the TensorRT log above)")
+    return bytes(plan), bytes(config.get_timing_cache().serialize())
+
+
+def trtexec_command(model: Path, engine: Path, input_name: str, chw: tuple[int, ...], opts: BuildOptions,
+                    timing_cache: Path) -> str:
+    """The equivalent command line, for people who prefer trtexec."""
+    dims = "x".join(map(str, chw))
+    args = ["trtexec", f"--onnx={model}", f"--saveEngine={engine}", f"--minShapes={input_name}:1x{dims}",
+            f"--optShapes={input_name}:{opts.opt_batch}x{dims}", f"--maxShapes={input_name}:{opts.max_batch}x{dims}",
+            f"--memPoolSize=workspace:{opts.workspace_mb}M", f"--timingCacheFile={timing_cache}"]
+    if opts.precision != "fp32":
+        args.append("--fp16")
+    if opts.precision == "int8":
+        args.append("--int8")  # trtexec wants --calib=<cache> for real scales; use the cache this tool writes
+    return shlex.join(args)
+
+
+def engine_path(cache_dir: Path, header: EngineHeader) -> Path:
+    return Path(cache_dir) / header.key()
+
+
+def build_engines(bundle: str | Path, opts: BuildOptions = BuildOptions(), cache_dir: str | Path | None = None,
+                  calib_dir: str | Path | None = None, trt=None) -> list[Path]:
+    """Build (or reuse, when the header matches) an engine per task of ``bundle``; returns the engine paths."""
+    trt = trt or compat.import_tensorrt()
+    manifest = verify_bundle(bundle)
+    cache_dir = Path(cache_dir or Path(bundle).with_name(Path(bundle).name + ".engines"))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    timing_path = cache_dir / f"timing-trt{trt.__version__}.cache"
+    timing = timing_path.read_bytes() if timing_path.exists() else b""
+    gpu = gpu_name()
+    out = []
+    with bundle_dir(bundle) as root:
+        for task in manifest["tasks"]:
+            header = EngineHeader(model_sha256=task["sha256"], precision=opts.precision,
+                                  tensorrt_version=str(trt.__version__), gpu=gpu, max_batch=opts.max_batch,
+                                  build_flags=opts.flags())
+            path = engine_path(cache_dir, header)
+            if path.exists():
+                try:
+                    read_engine(path)[0].check(header)
+                    log.info("task %s: engine up to date (%s)", task["id"], path.name)
+                    out.append(path)
+                    continue
+                except EngineMismatch as exc:
+                    log.warning("task %s: %s", task["id"], exc)
+            chw = tuple(task["input"]["shape"])
+            model = root / task["model"]
+            log.info("task %s: building %s engine; equivalent: %s", task["id"], opts.precision,
+                     trtexec_command(model, path, task["input"]["name"], chw, opts, timing_path))
+            calibrator = None
+            if opts.precision == "int8":
+                from .calibration import make_calibrator
+
+                calibrator = make_calibrator(trt, task, calib_dir, cache_dir)
+            plan, timing = build_plan(trt, model.read_bytes(), task["input"]["name"], chw, opts, timing, calibrator)
+            write_engine(path, header, plan)
+            with atomic_open(timing_path, "wb") as fh:  # reused by the next task and the next build
+                fh.write(timing)
+            out.append(path)
+    return out
+
+
+def load_engine_plan(path: Path, expected: EngineHeader) -> bytes:
+    """The plan bytes, only if the header matches what this device needs (else EngineMismatch: rebuild)."""
+    header, plan = read_engine(path)
+    header.check(expected)
+    return plan
