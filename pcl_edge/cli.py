@@ -109,6 +109,9 @@ def _export_parser(sub) -> None:
     p.add_argument("--out", required=True, help="new bundle directory, BUNDLE.tar, or Triton repository")
     p.add_argument("--base", help="previous bundle: keep its tasks byte-identical, export only newer ones")
     p.add_argument("--format", default="bundle", choices=["bundle", "triton"])
+    p.add_argument("--calib-samples", type=int, default=0,
+                   help="opt-in: store N validation images per task for INT8 calibration on the device (default 0: "
+                        "samples of old tasks travelling with the models are a form of rehearsal data)")
 
 
 def _bundle_parser(sub) -> None:
@@ -143,7 +146,7 @@ def cmd_build_engines(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_bundle
 
-    m = export_bundle(args.run_dir, args.out, base=args.base, fmt=args.format)
+    m = export_bundle(args.run_dir, args.out, base=args.base, fmt=args.format, calib_samples=args.calib_samples)
     worst = max(t["verification"]["max_abs_diff"] for t in m["tasks"] if "verification" in t)
     sys.stdout.write(f"wrote {args.out} ({args.format}): bundle version {m['bundle_version']}, tasks "
                      f"{[t['id'] for t in m['tasks']]}, max |onnx - torch| {worst:.1e}\n")

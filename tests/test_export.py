@@ -55,6 +55,7 @@ def test_bundle_manifest(bundle):
     t = m["tasks"][0]
     assert t["input"]["shape"] == [1, 8, 8] and t["input"]["layout"] == "NCHW" and len(t["input"]["mean"]) == 1
     assert t["opset"] == 17 and Genome.parse(t["genome"]) and t["class_names"] == ["0", "1"]
+    assert "calibration" not in t and not (bundle / "calib").exists()  # samples only when opted in
     v = t["verification"]
     assert v["passed"] and v["n_inputs"] >= 64 and v["n_real"] > 0 and v["max_abs_diff"] <= 1e-4
     graph = onnx.load(bundle / t["model"]).graph

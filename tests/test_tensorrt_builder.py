@@ -162,3 +162,21 @@ def test_real_tensorrt_engine_builds(bundle, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT Python package not installed")
     paths = tb.build_engines(bundle, tb.BuildOptions("fp16"), tmp_path)
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_int8_from_samples_stored_in_the_bundle_when_opted_in(tmp_path, monkeypatch):
+    from pcl_edge.export import calibration, verify_bundle
+
+    monkeypatch.setattr(calibration, "CudaBuffer", FakeBuffer)
+    evolve(preset_config("tiny", "digits", tasks="2x2"), out=tmp_path / "run", progress=False)
+    m = export_bundle(tmp_path / "run", tmp_path / "b", calib_samples=16)
+    assert m["tasks"][0]["calibration"]["count"] == 16 and m["tasks"][0]["calibration"]["split"] == "validation"
+    verify_bundle(tmp_path / "b")
+    trt = make_fake_tensorrt()
+    tb.build_engines(tmp_path / "b", tb.BuildOptions("int8"), tmp_path / "e", trt=trt)
+    assert names(trt).count("calibration_batch") == 2 * 2
+    (tmp_path / "b" / "calib" / "task_01.npy").write_bytes(b"tampered")
+    from pcl_edge.export import BundleError
+
+    with pytest.raises(BundleError, match="calib/task_01.npy does not match"):
+        verify_bundle(tmp_path / "b")

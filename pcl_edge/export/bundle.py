@@ -57,15 +57,25 @@ def verify_bundle(path: str | os.PathLike) -> dict:
 def _verify_dir(path: Path) -> dict:
     m = read_manifest(path)
     for t in m["tasks"]:
-        f = path / t["model"]
-        if not f.is_file():
-            raise BundleError(f"task {t['id']}: model file {t['model']} is missing")
-        if sha256_file(f) != t["sha256"]:
-            raise BundleError(f"task {t['id']}: {t['model']} does not match its sha256 (corrupted or modified)")
+        for rel, digest in task_files(t):
+            f = path / rel
+            if not f.is_file():
+                raise BundleError(f"task {t['id']}: file {rel} is missing")
+            if sha256_file(f) != digest:
+                raise BundleError(f"task {t['id']}: {rel} does not match its sha256 (corrupted or modified)")
     return m
 
 
-def _task_entry(run, task_id: int, model_rel: str, model_bytes: bytes, verification: dict) -> dict:
+def task_files(task: dict) -> list[tuple[str, str]]:
+    """Every file a task entry owns, with its recorded sha256."""
+    files = [(task["model"], task["sha256"])]
+    if task.get("calibration"):
+        files.append((task["calibration"]["file"], task["calibration"]["sha256"]))
+    return files
+
+
+def _task_entry(run, task_id: int, model_rel: str, model_bytes: bytes, verification: dict,
+                calibration: dict | None) -> dict:
     meta = run.load_expert(task_id)["metrics"]
     spec = meta["input_spec"]
     return {"id": task_id, "name": f"task_{task_id:02d}", "classes": meta.get("classes"),
@@ -76,13 +86,16 @@ def _task_entry(run, task_id: int, model_rel: str, model_bytes: bytes, verificat
             "model": model_rel, "sha256": sha256_bytes(model_bytes), "opset": OPSET, "genome": meta["genome"],
             "metrics": {"val_acc": meta.get("val_acc"), "test_acc": meta.get("test_acc"), "params": meta.get("params"),
                         "latency_ms": meta.get("latency_ms", {})},
-            "verification": verification}
+            "verification": verification, **({"calibration": calibration} if calibration else {})}
 
 
 def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, base: str | os.PathLike | None = None,
-                  n_real: int = 64, fmt: str = "bundle") -> dict:
+                  n_real: int = 64, fmt: str = "bundle", calib_samples: int = 0) -> dict:
     """Export every archived expert of ``run_dir`` (those not already in ``base``) into a new bundle ``out``
-    (a directory, or a tar when ``out`` ends in .tar); ``fmt="triton"`` writes a Triton model repository."""
+    (a directory, or a tar when ``out`` ends in .tar); ``fmt="triton"`` writes a Triton model repository.
+
+    ``calib_samples`` > 0 stores that many validation images per task in the bundle for INT8 calibration on the
+    device. Off by default: samples of every task travelling with the models are a form of rehearsal data."""
     if fmt == "triton":
         from .triton import bundle_to_triton
 
@@ -108,11 +121,29 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, base: str 
         log.warning("%s is unfinished: exporting the archived experts of tasks %s only", run.path, task_ids)
     with contextlib.ExitStack() as stack:
         base_path = stack.enter_context(bundle_dir(base)) if base is not None else None
-        return _export(run, task_ids, out, base_path, n_real, pack)
+        return _export(run, task_ids, out, base_path, n_real, pack, calib_samples)
 
 
-def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int, pack: bool) -> dict:
-    from .expert import load_expert_net, real_samples
+def _normalize(images, spec: dict):
+    import numpy as np
+
+    x = (images.astype(np.float32) / 255.0 - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _write_calibration(root: Path, task_id: int, images) -> dict:
+    import numpy as np
+
+    rel = f"calib/task_{task_id:02d}.npy"
+    (root / "calib").mkdir(exist_ok=True)
+    np.save(root / rel, images, allow_pickle=False)
+    return {"file": rel, "sha256": sha256_file(root / rel), "count": len(images), "split": "validation",
+            "layout": "NHWC uint8"}
+
+
+def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int, pack: bool,
+            calib_samples: int = 0) -> dict:
+    from .expert import load_expert_net, validation_images
     from .onnx_export import export_onnx, verify_onnx
 
     old = _verify_dir(base) if base is not None else None
@@ -128,18 +159,26 @@ def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int,
         tasks = []
         if old is not None:
             for t in old["tasks"]:  # byte-identical copies: what the device already trusts stays the same
-                shutil.copyfile(base / t["model"], tmp / t["model"])
+                for rel, _ in task_files(t):
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(base / rel, tmp / rel)
                 tasks.append(t)
+        images = validation_images(run, max(n_real, calib_samples))
         for task_id in new_ids:
             start = time.perf_counter()
             net, spec = load_expert_net(run, task_id)
             rel = f"models/task_{task_id:02d}.onnx"
             data = export_onnx(net, tuple(spec["shape"]), tmp / rel)
-            check = verify_onnx(data, net, tuple(spec["shape"]), real_samples(run, task_id, n_real))
+            real = images.get(task_id)
+            real = None if real is None else _normalize(real[:n_real], spec)
+            check = verify_onnx(data, net, tuple(spec["shape"]), real)
             if not check.passed:
                 raise ExportError(f"task {task_id}: onnxruntime differs from PyTorch by {check.max_abs_diff:.2e} "
                                   f"> {check.tolerance:.0e}")
-            tasks.append(_task_entry(run, task_id, rel, data, check.to_dict()))
+            calibration = None
+            if calib_samples > 0 and task_id in images:  # opt-in: stored samples are a form of rehearsal data
+                calibration = _write_calibration(tmp, task_id, images[task_id][:calib_samples])
+            tasks.append(_task_entry(run, task_id, rel, data, check.to_dict(), calibration))
             log.info("task %d exported in %.2fs, max |onnx - torch| = %.1e over %d inputs", task_id,
                      time.perf_counter() - start, check.max_abs_diff, check.n_inputs)
         manifest = seal({

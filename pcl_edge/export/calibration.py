@@ -43,8 +43,6 @@ def data_hash(files: list[Path]) -> str:
 def load_images(files: list[Path], task: dict) -> np.ndarray:
     """Images -> normalised float32 NCHW with the manifest's input spec (uint8 HWC in, as the runtime does)."""
     c, h, w = task["input"]["shape"]
-    mean = np.asarray(task["input"]["mean"], np.float32)
-    std = np.asarray(task["input"]["std"], np.float32)
     out = []
     for f in files:
         if f.suffix == ".npy":
@@ -57,8 +55,8 @@ def load_images(files: list[Path], task: dict) -> np.ndarray:
         arr = arr.reshape(*arr.shape[:2], -1) if arr.ndim in (2, 3) else arr
         if arr.shape != (h, w, c):
             raise CalibrationError(f"{f}: shape {arr.shape}, the task's input is {h}x{w}x{c} (HWC)")
-        out.append(((arr.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1))
-    return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+        out.append(arr)
+    return normalize(np.stack(out), task)
 
 
 class CudaBuffer:
@@ -90,11 +88,23 @@ def batches(images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
         yield np.ascontiguousarray(images[i: i + batch_size])
 
 
-def make_calibrator(trt, task: dict, calib_dir, cache_dir: Path, batch_size: int = 8, buffer_factory=None):
-    files = calibration_files(calib_dir)
-    images = load_images(files, task)
+def normalize(images: np.ndarray, task: dict) -> np.ndarray:
+    mean = np.asarray(task["input"]["mean"], np.float32)
+    std = np.asarray(task["input"]["std"], np.float32)
+    return np.ascontiguousarray(((images.astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2))
+
+
+def make_calibrator(trt, task: dict, calib_dir, cache_dir: Path, batch_size: int = 8, buffer_factory=None,
+                    bundle_root: Path | None = None):
+    """From the user's ``calib_dir``; else from samples stored in the bundle (only if its exporter opted in)."""
+    if calib_dir is None and task.get("calibration") and bundle_root is not None:
+        images = normalize(np.load(bundle_root / task["calibration"]["file"], allow_pickle=False), task)
+        digest = task["calibration"]["sha256"]
+    else:
+        files = calibration_files(calib_dir)
+        images, digest = load_images(files, task), data_hash(files)
     batch_size = min(batch_size, len(images))
-    cache_path = Path(cache_dir) / f"calib-{task['sha256'][:16]}-{data_hash(files)[:16]}.cache"
+    cache_path = Path(cache_dir) / f"calib-{task['sha256'][:16]}-{digest[:16]}.cache"
     base = compat.entropy_calibrator_base(trt)
     buffer_factory = buffer_factory or CudaBuffer
 

@@ -15,17 +15,17 @@ def load_expert_net(run, task_id: int):
     return net.eval(), blob["input_spec"]
 
 
-def real_samples(run, task_id: int, n: int) -> np.ndarray | None:
-    """Up to ``n`` normalised validation images of the task, rebuilt from the run's own config (no test data)."""
+def validation_images(run, n: int) -> dict[int, np.ndarray]:
+    """Up to ``n`` uint8 NHWC validation images per task, rebuilt from the run's own config (never test data).
+    Empty when the data is no longer where training found it: then parity uses random inputs only and says so."""
     if n <= 0:
-        return None
+        return {}
     from ..data import build_stream
 
     _, cfg = type(run).open(run.path)
     try:
         stream = build_stream(cfg.data, cfg.tasks, cfg.seed, test_fraction=cfg.test_fraction,
                               val_fraction=cfg.val_fraction)
-    except (OSError, ValueError):  # the data moved since training: random inputs only, and the report says so
-        return None
-    task = next((t for t in stream.tasks if t.id == task_id), None)
-    return None if task is None else task.spec.normalize(task.val.x[:n])
+    except (OSError, ValueError):
+        return {}
+    return {t.id: t.val.x[:n] for t in stream.tasks}

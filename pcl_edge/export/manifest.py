@@ -67,9 +67,10 @@ def validate_manifest(m: Any) -> dict:
         if t["id"] in ids:
             raise BundleError(f"task id {t['id']} appears twice")
         ids.add(t["id"])
-        p = Path(t["model"])
-        if p.is_absolute() or ".." in p.parts:
-            raise BundleError(f"task {t['id']} model path {t['model']!r} leaves the bundle")
+        for rel in [t["model"], (t.get("calibration") or {}).get("file", "")]:
+            p = Path(rel)
+            if p.is_absolute() or ".." in p.parts:
+                raise BundleError(f"task {t['id']} file path {rel!r} leaves the bundle")
     return m
 
 

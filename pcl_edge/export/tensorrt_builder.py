@@ -147,7 +147,7 @@ def build_engines(bundle: str | Path, opts: BuildOptions = BuildOptions(), cache
             if opts.precision == "int8":
                 from .calibration import make_calibrator
 
-                calibrator = make_calibrator(trt, task, calib_dir, cache_dir)
+                calibrator = make_calibrator(trt, task, calib_dir, cache_dir, bundle_root=root)
             plan, timing = build_plan(trt, model.read_bytes(), task["input"]["name"], chw, opts, timing, calibrator)
             write_engine(path, header, plan)
             with atomic_open(timing_path, "wb") as fh:  # reused by the next task and the next build
