@@ -40,6 +40,10 @@ def _evolve_parser(sub) -> None:
     p.add_argument("--final-steps", type=int, help="optimizer steps of an expert's final training")
     p.add_argument("--max-params", type=int, help="parameter cap of the search space")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--target", help="hardware profile YAML (e.g. hw_profiles/jetson-orin-nano-8gb.yaml): predicted "
+                                    "latency becomes an objective")
+    p.add_argument("--latency-budget", type=float, metavar="MS", help="experts must meet MS (minus the margin)")
+    p.add_argument("--latency-margin", type=float, help="safety margin on the budget (default 0.10)")
     p.add_argument("--out", help="run directory to create (must not exist or be empty)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its stored configuration")
 
@@ -50,7 +54,8 @@ def _config_from_args(args):
     train_over = {"proxy": args.proxy_steps, "final": args.final_steps}
     base = preset_config(args.preset or "cpu", args.data or "digits")
     fields = {f: getattr(args, f) for f in ("tasks", "strategy", "population", "generations", "children", "seed",
-                                            "genome", "max_params", "threads")}
+                                            "genome", "max_params", "threads", "target")}
+    fields |= {"latency_budget_ms": args.latency_budget, "latency_margin": args.latency_margin}
     cfg = dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
     for key, steps in train_over.items():
         if steps is not None:
@@ -61,7 +66,8 @@ def _config_from_args(args):
 
 def _explicit(args) -> list[str]:
     names = ("data", "tasks", "strategy", "preset", "population", "generations", "children", "seed", "genome",
-             "proxy_steps", "final_steps", "max_params", "threads", "out")
+             "proxy_steps", "final_steps", "max_params", "threads", "out", "target", "latency_budget",
+             "latency_margin")
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
 
 
@@ -81,17 +87,24 @@ def cmd_evolve(args) -> int:
 
 
 def format_summary(s: dict) -> str:
-    rows = [f"{'task':>4}  {'classes':<22} {'genome':<58} {'params':>8} {'val':>6} {'test':>6}"]
+    lat = "target" in s
+    rows = [f"{'task':>4}  {'classes':<22} {'genome':<58} {'params':>8} {'val':>6} {'test':>6}"
+            + (f" {'ms (pred.)':>10}" if lat else "")]
     for t in s["tasks"]:
         names = ",".join(t["class_names"])[:22]
         val = "" if t["val_acc"] is None else f"{t['val_acc']:.3f}"
         params = "" if t["params"] is None else str(t["params"])
+        ms = "" if not lat or t.get("latency_ms") is None else f"{t['latency_ms']:.4f}"
         rows.append(f"{t['id']:>4}  {names:<22} {(t['genome'] or '')[:58]:<58} {params:>8} {val:>6} "
-                    f"{t['test_acc']:.3f}")
+                    f"{t['test_acc']:.3f}" + (f" {ms:>10}" if lat else ""))
     fmt = lambda v: "n/a" if v is None else f"{v:+.4f}"  # noqa: E731
     rows.append(f"strategy {s['strategy']}  ACC {s['acc']:.4f}  BWT {fmt(s['bwt'])}  FWT {fmt(s['fwt'])}  "
                 f"forgetting {fmt(s['forgetting'])}  wall {s['wall_s']:.1f}s")
     rows.append(f"test split: {s['test_split']}")
+    if lat:
+        tg = s["target"]
+        rows.append(f"target: {tg['name']} ({tg['source']}), budget {tg['latency_budget_ms']} ms, "
+                    f"margin {tg['margin']:.0%}")
     rows.append(f"run directory: {s['run_dir']}")
     return "\n".join(rows) + "\n"
 

@@ -80,3 +80,15 @@ def test_objective_matrix_minimises_every_column():
     assert objective_matrix(pop, ["val_acc", "params"]).tolist() == [[-0.9, 100.0], [-0.8, 50.0]]
     with pytest.raises(KeyError, match="unknown objective"):
         objective_matrix(pop, ["latency_typo"])
+
+
+def test_infeasible_individuals_rank_behind_every_feasible_one():
+    from pcl_edge.evolve.selection import constrained_fronts, rank_and_crowding
+
+    F = np.array([[0, 0], [1, 1], [5, 5], [2, 2]], float)  # 0 dominates everything, but breaks the budget
+    violation = np.array([3.0, 0, 0, 1.0])
+    fronts = constrained_fronts(F, violation)
+    assert [f.tolist() for f in fronts] == [[1], [2], [3], [0]]
+    rank, _ = rank_and_crowding(F, violation)
+    assert rank[1] < rank[2] < rank[3] < rank[0]
+    assert set(nsga2_select(F, 2, violation=violation).tolist()) == {1, 2}

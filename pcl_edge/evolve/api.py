@@ -13,6 +13,7 @@ import torch
 from ..data import build_stream
 from .config import ConfigError, EvolveConfig
 from .executors import create_executor
+from .pcl import check_latency_budget
 from .rundir import RunDir, RunDirError
 from .strategies import get_strategy
 
@@ -39,6 +40,7 @@ def evolve(cfg: EvolveConfig | None = None, out: str | os.PathLike | None = None
         torch.set_num_threads(cfg.threads)
     stream = build_stream(cfg.data, cfg.tasks, cfg.seed, test_fraction=cfg.test_fraction,
                           val_fraction=cfg.val_fraction)  # data errors surface before anything is written
+    check_latency_budget(cfg, stream)
     if resume is None:
         run = RunDir.create(out or default_out(cfg), cfg)
         run.event("start", strategy=cfg.strategy, data=cfg.data, test_split=stream.test_split)

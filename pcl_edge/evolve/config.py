@@ -32,6 +32,9 @@ class EvolveConfig:
     max_depth: int = 10
     max_params: int = 300_000
     genome: str = DEFAULT_BASELINE_GENOME  # for fixed / finetune / joint
+    target: str | None = None  # hardware profile (YAML): adds predicted latency as an objective
+    latency_budget_ms: float | None = None  # experts must meet budget * (1 - latency_margin) by prediction
+    latency_margin: float = 0.1
     proxy: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_size=32, lr=0.05))
     final: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
     val_fraction: float = 0.15
@@ -74,6 +77,18 @@ class EvolveConfig:
                 raise ConfigError(f"unknown objective {name!r}; choose from {OBJECTIVES.names()}")
         if "val_acc" not in self.objectives:
             raise ConfigError("objectives must include val_acc (the expert is chosen by it)")
+        if self.latency_budget_ms is not None:
+            if self.target is None:
+                raise ConfigError("--latency-budget needs --target PROFILE (the hardware the budget is for)")
+            if self.latency_budget_ms <= 0 or not 0 <= self.latency_margin < 1:
+                raise ConfigError("--latency-budget must be > 0 and the margin in [0, 1)")
+        if self.target is not None:
+            from ..hw.profile import ProfileError, load_profile
+
+            try:
+                load_profile(self.target)
+            except ProfileError as exc:
+                raise ConfigError(str(exc)) from None
         if self.population < 2:
             raise ConfigError(f"--population must be >= 2 (got {self.population})")
         if self.generations < 0:

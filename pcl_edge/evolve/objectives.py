@@ -21,6 +21,7 @@ class Objective:
 OBJECTIVES: Registry[Objective] = Registry("objective")
 OBJECTIVES.register("val_acc")(Objective(lambda ind: ind.val_acc, maximize=True))
 OBJECTIVES.register("params")(Objective(lambda ind: float(ind.params)))
+OBJECTIVES.register("latency")(Objective(lambda ind: float(ind.extra["latency_ms"])))  # predicted, batch 1
 
 
 def objective_matrix(pop: Sequence[Individual], names: Sequence[str]) -> np.ndarray:

@@ -42,19 +42,32 @@ def crowding_distance(F: np.ndarray) -> np.ndarray:
     return d
 
 
-def rank_and_crowding(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def constrained_fronts(F: np.ndarray, violation: np.ndarray | None = None) -> list[np.ndarray]:
+    """Deb's constraint domination: feasible individuals (violation 0) in non-dominated fronts first, then the
+    infeasible ones, one per front, least violation first."""
+    F = np.asarray(F, float)
+    if violation is None or not np.any(np.asarray(violation) > 0):
+        return non_dominated_sort(F)
+    violation = np.asarray(violation, float)
+    feasible = np.flatnonzero(violation <= 0)
+    fronts = [feasible[f] for f in non_dominated_sort(F[feasible])] if feasible.size else []
+    infeasible = np.flatnonzero(violation > 0)
+    return fronts + [np.array([i]) for i in infeasible[np.argsort(violation[infeasible], kind="stable")]]
+
+
+def rank_and_crowding(F: np.ndarray, violation: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     rank, crowd = np.zeros(len(F), int), np.zeros(len(F))
-    for r, front in enumerate(non_dominated_sort(F)):
+    for r, front in enumerate(constrained_fronts(F, violation)):
         rank[front] = r
         crowd[front] = crowding_distance(np.asarray(F)[front])
     return rank, crowd
 
 
-def nsga2_select(F: np.ndarray, k: int, elite: int | None = None) -> np.ndarray:
+def nsga2_select(F: np.ndarray, k: int, elite: int | None = None, violation: np.ndarray | None = None) -> np.ndarray:
     """Indices of the k survivors: whole fronts first, the last front cut by crowding distance. ``elite`` (an
-    index) always survives, whatever its crowding."""
+    index) always survives, whatever its crowding. Infeasible individuals come after every feasible one."""
     chosen: list[int] = [] if elite is None else [elite]
-    for front in non_dominated_sort(F):
+    for front in constrained_fronts(F, violation):
         front = np.array([i for i in front if i not in chosen], int)
         if not front.size:
             continue

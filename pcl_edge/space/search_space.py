@@ -61,6 +61,15 @@ class SearchSpace:
     def params(self, g: Genome) -> int:
         return count_params(g, self.in_channels, self.num_classes)
 
+    def smallest(self) -> Genome:
+        """The cheapest genome the space admits: fewest, narrowest layers, as many downsamplings as allowed, the
+        lightest block (what a latency budget is checked against before any training)."""
+        depth = self.min_depth
+        n_down = min(self.max_down, depth - 1)
+        op = "dws" if "dws" in self.ops else self.ops[0]
+        gene = BlockGene(op, min(self.kernels), 1 if op != "mbconv" else min(self.expansions))
+        return Genome(depth, min(self.widths), tuple(range(1, n_down + 1)), (), (gene,) * (n_down + 1))
+
     def random_gene(self, rng: np.random.Generator) -> BlockGene:
         op = str(rng.choice(self.ops))
         return BlockGene(op, int(rng.choice(self.kernels)), int(rng.choice(self.expansions)) if op == "mbconv" else 1)

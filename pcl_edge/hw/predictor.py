@@ -1,0 +1,91 @@
+"""Latency prediction: genome -> kernels -> table lookups (fallback regression for keys the table lacks) ->
+per-network overhead -> calibration -> milliseconds. Pure and cheap (no runtime imports): the search calls it for
+every candidate. Prediction never measures; measuring lives in ``hw.backends``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..space.genome import Genome
+from .kernels import Kernel, genome_kernels
+from .profile import Profile
+
+
+class LatencyPredictor:
+    """The ``LatencyModel`` the search sees: ``predict(genome) -> ms`` at batch 1 on the profile's device."""
+
+    def __init__(self, profile: Profile, input_shape: tuple[int, int, int], num_classes: int = 2) -> None:
+        self.profile = profile
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self._table = {k: v.median for k, v in profile.kernels.items()}
+        fb = profile.fallback
+        self._roofline = fb if fb.get("kind") == "roofline" else None
+        self._coef = {op: np.asarray(c, float) for op, c in fb.get("coefficients", {}).items()}
+        self._cache: dict[Genome, float] = {}
+        self.misses = 0  # kernels answered by the fallback, for reports
+
+    def kernel_ms(self, k: Kernel) -> float:
+        ms = self._table.get(k.key)
+        if ms is not None:
+            return ms
+        self.misses += 1
+        if self._roofline is not None:
+            return roofline_ms(k, self._roofline)
+        coef = self._coef.get(k.op, self._coef.get("*"))
+        if coef is None:
+            raise KeyError(f"profile {self.profile.name!r} has neither kernel {k.key} nor a fallback for {k.op!r}")
+        return max(0.0, float(np.dot(coef, k.features())))
+
+    def raw(self, genome: Genome) -> float:
+        """Sum of kernel latencies plus the per-network overhead, before calibration."""
+        return sum(self.kernel_ms(k) for k in genome_kernels(genome, self.input_shape, self.num_classes)) + \
+            self.profile.overhead_ms
+
+    def predict(self, genome: Genome) -> float:
+        ms = self._cache.get(genome)
+        if ms is None:
+            cal = self.profile.calibration
+            ms = self._cache[genome] = max(0.0, cal["scale"] * self.raw(genome) + cal["offset"])
+        return ms
+
+
+def roofline_ms(k: Kernel, r: dict) -> float:
+    """max(compute time, memory time) at derated peaks, plus a fixed per-layer cost (launch, sync)."""
+    mflops, mbytes, _ = k.features()
+    compute = mflops * 1e6 / (r["peak_gflops"] * 1e9 * r["compute_efficiency"])
+    memory = mbytes * 1e6 / (r["bandwidth_gbs"] * 1e9 * r["memory_efficiency"])
+    return 1e3 * max(compute, memory) + r["layer_overhead_ms"]
+
+
+def fit_fallback(kernels: list[Kernel], ms: list[float]) -> dict:
+    """Per-op non-negative least squares of latency on (MFLOPs, MB moved, 1); ``*`` pools every op."""
+    from scipy.optimize import nnls
+
+    def fit(rows: list[int]) -> list[float]:
+        X = np.array([kernels[i].features() for i in rows])
+        y = np.array([ms[i] for i in rows])
+        return [round(float(c), 9) for c in nnls(X, y)[0]]
+
+    coef = {"*": fit(list(range(len(kernels))))}
+    for op in sorted({k.op for k in kernels}):
+        rows = [i for i, k in enumerate(kernels) if k.op == op]
+        if len(rows) >= 4:
+            coef[op] = fit(rows)
+    return {"kind": "linear", "features": ["mflops", "mbytes", "1"], "coefficients": coef}
+
+
+def fit_calibration(raw_ms: list[float], measured_ms: list[float]) -> dict[str, float]:
+    """measured ~ scale * raw + offset, by least squares on whole networks."""
+    A = np.stack([np.asarray(raw_ms, float), np.ones(len(raw_ms))], 1)
+    scale, offset = np.linalg.lstsq(A, np.asarray(measured_ms, float), rcond=None)[0]
+    return {"scale": round(float(scale), 6), "offset": round(float(offset), 6)}
+
+
+def accuracy_report(predicted: list[float], measured: list[float]) -> dict:
+    from scipy.stats import spearmanr
+
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    return {"n": int(len(m)), "within_10pct": round(float(np.mean(np.abs(p - m) <= 0.1 * m)), 4),
+            "rmse_ms": round(float(np.sqrt(np.mean((p - m) ** 2))), 6),
+            "spearman": round(float(spearmanr(p, m).statistic), 4)}
