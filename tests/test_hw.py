@@ -46,6 +46,7 @@ def test_predictor_on_a_hand_built_table_equals_the_hand_sum():
     assert cal.predict(G) == pytest.approx(2 * 20.5 - 1)
     other = Genome.parse("d4_w8_p2_x2_s0:res-k3_s1:mbconv-k5-e6")  # two kernels the table lacks -> fallback 7 each
     assert pred.predict(other) == pytest.approx(1 + 2 + 2 + 7 + 7 + 6 + 0.5) and pred.misses == 2
+    assert LatencyPredictor(_table_profile(), (1, 8, 8)).kernel_ms(Kernel("dws", 8, 8, 8)) == 7.0
 
 
 def test_yaml_round_trip(tmp_path):

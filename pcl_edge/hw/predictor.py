@@ -30,6 +30,10 @@ class LatencyPredictor:
         if ms is not None:
             return ms
         self.misses += 1
+        ms = self._table[k.key] = self._fallback_ms(k)  # memoised: the same kernel recurs across genomes
+        return ms
+
+    def _fallback_ms(self, k: Kernel) -> float:
         if self._roofline is not None:
             return roofline_ms(k, self._roofline)
         coef = self._coef.get(k.op, self._coef.get("*"))

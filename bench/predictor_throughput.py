@@ -1,0 +1,44 @@
+"""Latency-predictor throughput: distinct random genomes per second (no cache hits), on a shipped profile.
+
+    python bench/predictor_throughput.py [--profile hw_profiles/jetson-orin-nano-8gb.yaml] [--n 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from pcl_edge.hw.kernels import genome_kernels
+from pcl_edge.hw.predictor import LatencyPredictor
+from pcl_edge.hw.profile import load_profile
+from pcl_edge.space import SearchSpace, mutate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="hw_profiles/jetson-orin-nano-8gb.yaml")
+    ap.add_argument("--n", type=int, default=20000)
+    args = ap.parse_args()
+    space = SearchSpace(in_channels=3, input_size=32, max_params=10**9)
+    rng = np.random.default_rng(0)
+    genomes, g = set(), space.sample(rng)
+    for _ in range(20 * args.n):  # a random walk of mutations: bounded, distinct genomes
+        g, _ = mutate(g, space, rng)
+        genomes.add(g)
+        if len(genomes) >= args.n:
+            break
+    genomes = list(genomes)
+    pred = LatencyPredictor(load_profile(args.profile), (3, 32, 32))
+    genome_kernels.cache_clear()
+    start = time.perf_counter()
+    for g in genomes:
+        pred.predict(g)
+    dt = time.perf_counter() - start
+    print(f"{len(genomes)} distinct genomes in {dt:.3f} s: {len(genomes) / dt:,.0f} genomes/s "
+          f"(profile {args.profile}, cold caches)")
+
+
+if __name__ == "__main__":
+    main()
