@@ -147,6 +147,58 @@ def _engines_parser(sub) -> None:
     p.add_argument("--cache-dir", help="where engines live (default: BUNDLE.engines next to the bundle)")
 
 
+def _profile_parser(sub) -> None:
+    p = sub.add_parser("profile", help="measure this device into a hardware profile (run it ON the target)",
+                       description="Time the kernels the search space produces, whole networks for the calibration "
+                       "and held-out networks for the accuracy block; write a profile YAML, a report and a "
+                       "predicted-vs-measured plot (PNG, with matplotlib). Needs onnx and the backend's runtime, "
+                       "not torch.\n\nexample:\n  pcl-edge profile --backend ort-cpu --out hw_profiles/my-cpu.yaml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="ort-cpu", help="ort-cpu | ort-cuda | ort-trt")
+    p.add_argument("--out", required=True, help="profile YAML to write (must not exist)")
+    p.add_argument("--name", help="profile name (default: the file name)")
+    p.add_argument("--input-shapes", default="1x8x8,3x32x32", help="CxHxW list: the input sizes in use")
+    p.add_argument("--kernel-genomes", type=int, default=150, help="random genomes whose kernels are timed")
+    p.add_argument("--calibration", type=int, default=40, help="whole networks per shape to fit the calibration")
+    p.add_argument("--holdout", type=int, default=50, help="held-out networks per shape for the accuracy block")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads, pinned and recorded")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_profile(args) -> int:
+    import json
+    import shlex
+    from pathlib import Path
+
+    from ._io import write_text
+    from .hw.backends import create_backend
+    from .hw.profiling import plot_report, run_profile
+
+    out = Path(args.out)
+    if out.exists():
+        raise ValueError(f"{out} exists; profiles are never overwritten: choose a new --out")
+    shapes = []
+    for text in args.input_shapes.split(","):
+        try:
+            shapes.append(tuple(int(v) for v in text.lower().split("x")))
+        except ValueError:
+            raise ValueError(f"bad input shape {text!r}; expected CxHxW like 3x32x32") from None
+    backend = create_backend(args.backend, threads=args.threads, warmup=args.warmup, iterations=args.iterations)
+    command = shlex.join(["pcl-edge", *sys.argv[1:]]) if sys.argv[0].endswith("pcl-edge") else "pcl-edge profile"
+    profile, report = run_profile(backend, args.name or out.stem, shapes, args.kernel_genomes, args.calibration,
+                                  args.holdout, args.seed, command=command)
+    profile.save(out)
+    write_text(out.with_suffix(".report.json"), json.dumps(report, indent=1) + "\n")
+    plotted = plot_report(report, out.with_suffix(".png"), profile.name)
+    a = report["accuracy"]
+    sys.stdout.write(f"wrote {out} ({len(profile.kernels)} kernels, calibration {profile.calibration})\n"
+                     f"held-out: n={a['n']} within 10 % {a['within_10pct']:.1%}, RMSE {a['rmse_ms']:.4f} ms, "
+                     f"Spearman {a['spearman']:.3f}\n" + (f"plot: {out.with_suffix('.png')}\n" if plotted else ""))
+    return 0
+
+
 def cmd_build_engines(args) -> int:
     from .export.tensorrt_builder import BuildOptions, build_engines
 
@@ -188,10 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     _export_parser(sub)
     _bundle_parser(sub)
     _engines_parser(sub)
+    _profile_parser(sub)
     return parser
 
 
-COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "build-engines": cmd_build_engines}
+COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "build-engines": cmd_build_engines,
+            "profile": cmd_profile}
 
 
 def main(argv: list[str] | None = None) -> int:

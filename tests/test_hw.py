@@ -22,10 +22,18 @@ def test_kernel_key_is_canonical_and_stable():
 @pytest.mark.parametrize("text", ["d6_w16_p2.4_x2.4_s0:res-k3_s1:mbconv-k5-e3_s2:dws-k3", str(G),
                                   "d3_w12_p1_x0_s0:dws-k5_s1:mbconv-k3-e1"])
 def test_kernel_parameters_match_the_network(text):
-    from pcl_edge.hw.kernels import _flops_params
+    from pcl_edge.space.cost import genome_params
 
     g = Genome.parse(text)
-    assert sum(_flops_params(k)[1] for k in genome_kernels(g, (3, 32, 32))) == count_params(g, 3, 2)
+    assert genome_params(g, 3, 2) == count_params(g, 3, 2)
+    assert genome_params(g, 1, 10) == count_params(g, 1, 10)
+
+
+def test_every_registered_block_has_a_cost_model():
+    from pcl_edge.space import BLOCKS
+    from pcl_edge.space.cost import COST_OPS
+
+    assert set(BLOCKS.names()) == set(COST_OPS) - {"stem", "head"}
 
 
 def _table_profile(**kw) -> Profile:
@@ -164,3 +172,78 @@ def test_an_impossible_budget_stops_before_anything_is_written(tmp_path):
 def test_profile_yaml_is_plain_data():
     d = yaml.safe_load(yaml.safe_dump(_table_profile().to_dict()))
     assert d["kernels"]["stem-k3-e1-s1:1x8x8->8"]["median"] == 1.0
+
+
+def test_calibration_with_a_per_kernel_term_recovers_it():
+    rng = np.random.default_rng(2)
+    raw, n = rng.uniform(0.01, 1, 100), rng.integers(4, 14, 100)
+    measured = 0.8 * raw + 0.004 * n + 0.02
+    cal = fit_calibration(list(raw), list(measured), list(n))
+    assert cal["scale"] == pytest.approx(0.8, abs=1e-4) and cal["per_kernel"] == pytest.approx(0.004, abs=1e-5)
+    assert cal["offset"] == pytest.approx(0.02, abs=1e-4)
+
+
+def test_profile_command_end_to_end_on_onnxruntime_cpu(tmp_path, capsys):
+    """A miniature real run: kernels, calibration and held-out networks timed with onnxruntime on this CPU."""
+    pytest.importorskip("onnxruntime")
+    from pcl_edge.cli import main
+
+    out = tmp_path / "cpu.yaml"
+    assert main(["-q", "profile", "--out", str(out), "--input-shapes", "1x8x8", "--kernel-genomes", "6",
+                 "--calibration", "4", "--holdout", "5", "--warmup", "2", "--iterations", "5"]) == 0
+    prof = load_profile(out)
+    assert prof.source == "measured" and prof.provenance["host"] and prof.accuracy["n"] == 5
+    assert prof.measurement["intra_op_threads"] == 1 and len(prof.kernels) > 5
+    assert (tmp_path / "cpu.report.json").is_file()
+    assert main(["-q", "profile", "--out", str(out)]) == 2  # never overwritten
+    assert "never overwritten" in capsys.readouterr().err
+
+
+def test_generated_onnx_graphs_are_valid_and_match_the_exported_structure():
+    import onnx
+
+    from pcl_edge.export.onnx_export import export_onnx
+    from pcl_edge.hw.onnx_graphs import genome_model
+    from pcl_edge.space import build_network
+
+    g = Genome.parse("d5_w8_p2.4_x2_s0:res-k3_s1:mbconv-k5-e3_s2:dws-k3")
+    ours = onnx.load_from_string(genome_model(g, (3, 16, 16)))
+    onnx.checker.check_model(ours, full_check=True)
+    exported = onnx.load_from_string(export_onnx(build_network(g, 3, 2).eval(), (3, 16, 16), None))
+    count = lambda m: sorted(n.op_type for n in m.graph.node if n.op_type != "Identity")  # noqa: E731
+    assert count(ours) == count(exported)
+
+
+def test_prediction_imports_no_runtime():
+    """nn-Meter's rule: predicting never touches the measuring side (no onnxruntime, tensorrt or torch)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys\n"
+            "for m in ('torch', 'onnxruntime', 'tensorrt', 'onnx'): sys.modules[m] = None\n"
+            "from pcl_edge.hw.predictor import LatencyPredictor\n"
+            "from pcl_edge.hw.profile import load_profile\n"
+            "from pcl_edge.space.genome import Genome\n"
+            f"p = LatencyPredictor(load_profile({str(root / 'hw_profiles/jetson-orin-nx-16gb.yaml')!r}), (3, 32, 32))\n"
+            "print(p.predict(Genome.parse('d2_w8_p1_x-_s0:dws-k3_s1:dws-k3')) > 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "True"
+
+
+def test_profiling_needs_no_torch():
+    """`pcl-edge profile` runs on the target device, which has onnx and a runtime but no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np\n"
+            "from pcl_edge.hw.profiling import sample_genomes\n"
+            "from pcl_edge.hw.onnx_graphs import genome_model\n"
+            "gs = sample_genomes((3, 32, 32), 5, np.random.default_rng(0))\n"
+            "print(len(gs), len(genome_model(gs[0], (3, 32, 32))) > 100)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["5", "True"]

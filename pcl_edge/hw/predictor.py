@@ -49,9 +49,17 @@ class LatencyPredictor:
     def predict(self, genome: Genome) -> float:
         ms = self._cache.get(genome)
         if ms is None:
-            cal = self.profile.calibration
-            ms = self._cache[genome] = max(0.0, cal["scale"] * self.raw(genome) + cal["offset"])
+            ms = self._cache[genome] = calibrate(self.profile.calibration, self.raw(genome), self.n_kernels(genome))
         return ms
+
+    def n_kernels(self, genome: Genome) -> int:
+        return len(genome_kernels(genome, self.input_shape, self.num_classes))
+
+
+def calibrate(cal: dict, raw_ms: float, n_kernels: int) -> float:
+    """measured ~ scale * (sum of kernels + overhead) + per_kernel * kernels + offset (per_kernel: dispatch costs
+    that a lone kernel's timing does not show in proportion)."""
+    return max(0.0, cal["scale"] * raw_ms + cal.get("per_kernel", 0.0) * n_kernels + cal["offset"])
 
 
 def roofline_ms(k: Kernel, r: dict) -> float:
@@ -79,11 +87,15 @@ def fit_fallback(kernels: list[Kernel], ms: list[float]) -> dict:
     return {"kind": "linear", "features": ["mflops", "mbytes", "1"], "coefficients": coef}
 
 
-def fit_calibration(raw_ms: list[float], measured_ms: list[float]) -> dict[str, float]:
-    """measured ~ scale * raw + offset, by least squares on whole networks."""
-    A = np.stack([np.asarray(raw_ms, float), np.ones(len(raw_ms))], 1)
-    scale, offset = np.linalg.lstsq(A, np.asarray(measured_ms, float), rcond=None)[0]
-    return {"scale": round(float(scale), 6), "offset": round(float(offset), 6)}
+def fit_calibration(raw_ms: list[float], measured_ms: list[float], n_kernels: list[int] | None = None) -> dict:
+    """Least squares on whole networks: measured ~ scale * raw + offset (+ per_kernel * kernels when given)."""
+    cols = [np.asarray(raw_ms, float)] + ([np.asarray(n_kernels, float)] if n_kernels is not None else [])
+    A = np.stack([*cols, np.ones(len(raw_ms))], 1)
+    coef = np.linalg.lstsq(A, np.asarray(measured_ms, float), rcond=None)[0]
+    out = {"scale": round(float(coef[0]), 6), "offset": round(float(coef[-1]), 6)}
+    if n_kernels is not None:
+        out["per_kernel"] = round(float(coef[1]), 6)
+    return out
 
 
 def accuracy_report(predicted: list[float], measured: list[float]) -> dict:

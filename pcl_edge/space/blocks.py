@@ -12,8 +12,6 @@ from .._registry import Registry
 BlockFactory = Callable[..., nn.Module]
 BLOCKS: Registry[BlockFactory] = Registry("block")
 
-KERNELS = (3, 5)
-EXPANSIONS = (1, 3, 6)
 
 
 def register_block(name: str) -> Callable[[BlockFactory], BlockFactory]:

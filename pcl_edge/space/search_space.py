@@ -8,9 +8,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._layers import drop_layer, set_flag
-from .blocks import BLOCKS, EXPANSIONS, KERNELS
+from .cost import COST_OPS, genome_params
 from .genome import BlockGene, Genome
-from .network import count_params
 
 
 @dataclass(frozen=True)
@@ -22,14 +21,15 @@ class SearchSpace:
     max_depth: int = 10
     widths: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64)
     ops: tuple[str, ...] = ("res", "dws", "mbconv")
-    kernels: tuple[int, ...] = KERNELS
-    expansions: tuple[int, ...] = EXPANSIONS
+    kernels: tuple[int, ...] = (3, 5)
+    expansions: tuple[int, ...] = (1, 3, 6)
     max_channels: int = 256
     max_params: int = 500_000
 
     def __post_init__(self) -> None:
         for op in self.ops:
-            BLOCKS.get(op)  # unknown op names fail here, with a suggestion
+            if op not in COST_OPS or op in ("stem", "head"):
+                raise KeyError(f"unknown block {op!r}; the search space knows {list(COST_OPS[1:-1])}")
 
     @property
     def max_down(self) -> int:
@@ -59,7 +59,7 @@ class SearchSpace:
         return not self.violations(g)
 
     def params(self, g: Genome) -> int:
-        return count_params(g, self.in_channels, self.num_classes)
+        return genome_params(g, self.in_channels, self.num_classes)
 
     def smallest(self) -> Genome:
         """The cheapest genome the space admits: fewest, narrowest layers, as many downsamplings as allowed, the
