@@ -33,3 +33,23 @@ def test_bad_configs(kw, match):
 def test_unknown_keys_are_refused():
     with pytest.raises(ConfigError, match="unknown config keys"):
         EvolveConfig.from_dict({"populaton": 4})
+
+
+def test_onnxruntime_and_onnxruntime_gpu_together_are_refused(monkeypatch):
+    from pcl_edge import _deps
+
+    monkeypatch.setattr(_deps, "installed", lambda dist: True)
+    with pytest.raises(ImportError, match="never be installed together|overwrite each other"):
+        _deps.import_onnxruntime()
+
+
+def test_extras_keep_onnxruntime_flavours_apart():
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for name, reqs in extras.items():
+        flavours = {r.split(">")[0].split("=")[0] for r in reqs} & {"onnxruntime", "onnxruntime-gpu"}
+        assert len(flavours) <= 1, name
+    assert not any("torch" in r for r in extras["profile"])  # the device side profiles without torch

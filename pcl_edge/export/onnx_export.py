@@ -68,8 +68,11 @@ def verify_onnx(model: bytes, net, input_shape: tuple[int, int, int], real: np.n
     """``onnx.checker`` with full check, then onnxruntime (CPU) against PyTorch on ``n_random`` random inputs
     plus the given real (already normalised) samples; max |difference| must be <= ``tolerance``."""
     import onnx
-    import onnxruntime as ort
     import torch
+
+    from .._deps import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     try:
         onnx.checker.check_model(onnx.load_from_string(model), full_check=True)

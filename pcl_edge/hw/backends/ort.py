@@ -19,11 +19,12 @@ class BackendUnavailable(RuntimeError):
 
 class OrtBackend:
     def __init__(self, name: str = "ort-cpu", threads: int = 1, warmup: int = 20, iterations: int = 200) -> None:
+        from ..._deps import import_onnxruntime
+
         try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendUnavailable("onnxruntime is not installed: pip install 'pcl-edge[ort]' (CPU) or "
-                                     "'pcl-edge[ort-gpu]' (CUDA/TensorRT), never both") from None
+            ort = import_onnxruntime()
+        except ImportError as exc:
+            raise BackendUnavailable(str(exc)) from None
         provider = PROVIDERS[name]
         if provider not in ort.get_available_providers():
             raise BackendUnavailable(f"{name}: onnxruntime here has no {provider} "
