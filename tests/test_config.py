@@ -44,8 +44,9 @@ def test_onnxruntime_and_onnxruntime_gpu_together_are_refused(monkeypatch):
 
 
 def test_extras_keep_onnxruntime_flavours_apart():
-    import tomllib
     from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
     extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
