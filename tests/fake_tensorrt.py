@@ -107,5 +107,76 @@ def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok:
         def __init__(self):
             pass
 
+    class Context:
+        def __init__(self):
+            self.shapes, self.addresses = {}, {}
+
+        def set_input_shape(self, name, shape):
+            calls.append(("set_input_shape", name, tuple(shape)))
+            self.shapes[name] = tuple(shape)
+
+        def get_tensor_shape(self, name):
+            return self.shapes.get(name, (1, 2))
+
+        def set_tensor_address(self, name, ptr):
+            calls.append(("set_tensor_address", name, ptr))
+            self.addresses[name] = ptr
+
+        def execute_async_v3(self, stream):
+            calls.append(("execute_async_v3", stream))
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return ["input", "logits"][i]
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, plan):
+            calls.append(("deserialize_cuda_engine", bytes(plan)[:5]))
+            return Engine()
+
     trt.Builder, trt.OnnxParser, trt.IInt8EntropyCalibrator2 = Builder, OnnxParser, IInt8EntropyCalibrator2
+    trt.Runtime = Runtime
     return trt
+
+
+class FakeCuda:
+    """Stands in for pcl_edge._cuda.Cuda: hands out fake pointers and a fixed event time."""
+
+    def __init__(self, ms: float = 0.25):
+        self.ms, self.live, self.next, self.calls = ms, set(), 0x1000, []
+
+    def malloc(self, nbytes):
+        self.next += 0x100
+        self.live.add(self.next)
+        self.calls.append(("malloc", nbytes))
+        return self.next
+
+    def free(self, ptr):
+        self.live.remove(ptr)
+
+    def upload(self, ptr, host):
+        pass
+
+    def stream(self):
+        return "stream0"
+
+    def sync(self, stream):
+        self.calls.append(("sync", stream))
+
+    def event(self):
+        return object()
+
+    def record(self, event, stream):
+        self.calls.append(("record", stream))
+
+    def elapsed_ms(self, start, end):
+        return self.ms

@@ -180,3 +180,21 @@ def test_int8_from_samples_stored_in_the_bundle_when_opted_in(tmp_path, monkeypa
 
     with pytest.raises(BundleError, match="calib/task_01.npy does not match"):
         verify_bundle(tmp_path / "b")
+
+
+def test_tensorrt_timing_backend_logic():
+    from pcl_edge.hw.backends import create_backend
+    from pcl_edge.hw.onnx_graphs import genome_model
+    from pcl_edge.space import Genome
+    from tests.fake_tensorrt import FakeCuda
+
+    trt, cuda = make_fake_tensorrt(), FakeCuda(ms=0.25)
+    backend = create_backend("tensorrt", trt=trt, cuda=cuda, warmup=3, iterations=7)
+    m = backend.measure(genome_model(Genome.parse("d2_w8_p1_x-_s0:dws-k3_s1:dws-k3"), (3, 32, 32)))
+    assert m.median == 0.25 and m.count == 7
+    assert ("add_optimization_profile", {"input": ((1, 3, 32, 32),) * 3}) in trt.calls  # batch 1 engine
+    assert ("set_input_shape", "input", (1, 3, 32, 32)) in trt.calls
+    assert [c[1] for c in trt.calls if c[0] == "set_tensor_address"] == ["input", "logits"]
+    assert names(trt).count("execute_async_v3") == 3 + 7
+    assert cuda.calls.count(("record", "stream0")) == 2 * 7 and not cuda.live  # every buffer freed
+    assert backend.settings()["profiler"] == "none attached"

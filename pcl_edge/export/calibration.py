@@ -60,27 +60,20 @@ def load_images(files: list[Path], task: dict) -> np.ndarray:
 
 
 class CudaBuffer:
-    """Device memory through cuda-python (no torch on the device)."""
+    """One device buffer (cuda-python, no torch on the device)."""
 
     def __init__(self, nbytes: int) -> None:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart
-        self._cudart = cudart
-        err, self.ptr = cudart.cudaMalloc(nbytes)
-        if int(err) != 0:
-            raise RuntimeError(f"cudaMalloc({nbytes}) failed: {err}")
+        from .._cuda import Cuda
+
+        self.cuda = Cuda()
+        self.ptr = self.cuda.malloc(nbytes)
 
     def upload(self, host: np.ndarray) -> int:
-        kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        (err,) = self._cudart.cudaMemcpy(self.ptr, host.ctypes.data, host.nbytes, kind)
-        if int(err) != 0:
-            raise RuntimeError(f"cudaMemcpy failed: {err}")
-        return int(self.ptr)
+        self.cuda.upload(self.ptr, host)
+        return self.ptr
 
     def free(self) -> None:
-        self._cudart.cudaFree(self.ptr)
+        self.cuda.free(self.ptr)
 
 
 def batches(images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:

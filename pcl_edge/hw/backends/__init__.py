@@ -30,6 +30,6 @@ BACKENDS: Registry[Callable[..., object]] = Registry("backend")
 
 
 def create_backend(name: str, **kwargs):
-    from . import ort, trtexec  # noqa: F401  (registration)
+    from . import ort, tensorrt, trtexec  # noqa: F401  (registration)
 
     return BACKENDS.get(name)(**kwargs)
