@@ -154,7 +154,7 @@ def _profile_parser(sub) -> None:
                        "predicted-vs-measured plot (PNG, with matplotlib). Needs onnx and the backend's runtime, "
                        "not torch.\n\nexample:\n  pcl-edge profile --backend ort-cpu --out hw_profiles/my-cpu.yaml",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default="ort-cpu", help="ort-cpu | ort-cuda | ort-trt")
+    p.add_argument("--backend", default="ort-cpu", help="ort-cpu | ort-cuda | ort-trt | tensorrt | trtexec")
     p.add_argument("--out", required=True, help="profile YAML to write (must not exist)")
     p.add_argument("--name", help="profile name (default: the file name)")
     p.add_argument("--input-shapes", default="1x8x8,3x32x32", help="CxHxW list: the input sizes in use")
@@ -165,6 +165,9 @@ def _profile_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="fp16", help="tensorrt / trtexec backends: fp32 | fp16")
+    p.add_argument("--jetson-clocks", default="unknown", choices=["on", "off", "unknown"],
+                   help="recorded in the profile's power_mode (deploy/profile_jetson.sh sets and passes it)")
 
 
 def cmd_profile(args) -> int:
@@ -185,10 +188,14 @@ def cmd_profile(args) -> int:
             shapes.append(tuple(int(v) for v in text.lower().split("x")))
         except ValueError:
             raise ValueError(f"bad input shape {text!r}; expected CxHxW like 3x32x32") from None
-    backend = create_backend(args.backend, threads=args.threads, warmup=args.warmup, iterations=args.iterations)
+    from .hw.profiling import jetson_power_mode
+
+    backend = create_backend(args.backend, threads=args.threads, warmup=args.warmup, iterations=args.iterations,
+                             precision=args.precision)
     command = shlex.join(["pcl-edge", *sys.argv[1:]]) if sys.argv[0].endswith("pcl-edge") else "pcl-edge profile"
     profile, report = run_profile(backend, args.name or out.stem, shapes, args.kernel_genomes, args.calibration,
-                                  args.holdout, args.seed, command=command)
+                                  args.holdout, args.seed, command=command,
+                                  power_mode=jetson_power_mode(args.jetson_clocks))
     profile.save(out)
     write_text(out.with_suffix(".report.json"), json.dumps(report, indent=1) + "\n")
     plotted = plot_report(report, out.with_suffix(".png"), profile.name)

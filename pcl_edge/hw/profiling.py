@@ -85,6 +85,18 @@ def _device() -> dict:
     return {"name": cpu, "machine": platform.machine(), "cpus": os.cpu_count(), "os": platform.platform()}
 
 
+def jetson_power_mode(jetson_clocks: str = "unknown") -> dict | None:
+    """nvpmodel's current mode (``nvpmodel -q``: 'NV Power Mode: MAXN' then the id) and jetson_clocks as told."""
+    import shutil
+
+    if not shutil.which("nvpmodel"):
+        return None if jetson_clocks == "unknown" else {"jetson_clocks": jetson_clocks}
+    out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10).stdout.splitlines()
+    name = next((ln.split(":", 1)[1].strip() for ln in out if ln.startswith("NV Power Mode")), "unknown")
+    ident = next((ln.strip() for ln in out if ln.strip().isdigit()), "unknown")
+    return {"nvpmodel_id": ident, "nvpmodel_name": name, "jetson_clocks": jetson_clocks}
+
+
 def _git_version() -> str:
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5,

@@ -18,7 +18,8 @@ class BackendUnavailable(RuntimeError):
 
 
 class OrtBackend:
-    def __init__(self, name: str = "ort-cpu", threads: int = 1, warmup: int = 20, iterations: int = 200) -> None:
+    def __init__(self, name: str = "ort-cpu", threads: int = 1, warmup: int = 20, iterations: int = 200,
+                 **_: object) -> None:
         from ..._deps import import_onnxruntime
 
         try:
