@@ -162,6 +162,7 @@ def _profile_parser(sub) -> None:
     p.add_argument("--calibration", type=int, default=40, help="whole networks per shape to fit the calibration")
     p.add_argument("--holdout", type=int, default=50, help="held-out networks per shape for the accuracy block")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, pinned and recorded")
+    p.add_argument("--cpus", help="pin the process to these CPU ids (e.g. 1 or 0,1); recorded in the profile")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -190,6 +191,10 @@ def cmd_profile(args) -> int:
             raise ValueError(f"bad input shape {text!r}; expected CxHxW like 3x32x32") from None
     from .hw.profiling import jetson_power_mode
 
+    if args.cpus:
+        import os
+
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     backend = create_backend(args.backend, threads=args.threads, warmup=args.warmup, iterations=args.iterations,
                              precision=args.precision)
     command = shlex.join(["pcl-edge", *sys.argv[1:]]) if sys.argv[0].endswith("pcl-edge") else "pcl-edge profile"

@@ -34,7 +34,11 @@ class OrtBackend:
         self.threads, self.warmup, self.iterations = threads, warmup, iterations
 
     def settings(self) -> dict:
+        import os
+
+        affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         return {"tool": f"onnxruntime {self.ort.__version__} {self.provider}", "intra_op_threads": self.threads,
+                "cpu_affinity": affinity,
                 "execution_mode": "sequential", "warmup": self.warmup, "iterations": self.iterations,
                 "statistic": "median of per-call wall time (time.perf_counter)", "batch": 1, "precision": "fp32"}
 
