@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..preprocess import normalize
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -23,9 +25,7 @@ class InputSpec:
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """uint8 NHWC -> float32 NCHW, normalised."""
-        x = images.astype(np.float32) / 255.0
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return normalize(images, self.mean, self.std)
 
 
 @dataclass(frozen=True)

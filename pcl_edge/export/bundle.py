@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import __version__
 from .._io import write_json
+from ..preprocess import normalize
 from .manifest import (
     MANIFEST,
     SCHEMA_VERSION,
@@ -124,13 +125,6 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, base: str 
         return _export(run, task_ids, out, base_path, n_real, pack, calib_samples)
 
 
-def _normalize(images, spec: dict):
-    import numpy as np
-
-    x = (images.astype(np.float32) / 255.0 - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
 def _write_calibration(root: Path, task_id: int, images) -> dict:
     import numpy as np
 
@@ -170,7 +164,7 @@ def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int,
             rel = f"models/task_{task_id:02d}.onnx"
             data = export_onnx(net, tuple(spec["shape"]), tmp / rel)
             real = images.get(task_id)
-            real = None if real is None else _normalize(real[:n_real], spec)
+            real = None if real is None else normalize(real[:n_real], spec["mean"], spec["std"])
             check = verify_onnx(data, net, tuple(spec["shape"]), real)
             if not check.passed:
                 raise ExportError(f"task {task_id}: onnxruntime differs from PyTorch by {check.max_abs_diff:.2e} "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..preprocess import normalize
 from . import _trt_compat as compat
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def load_images(files: list[Path], task: dict) -> np.ndarray:
         if arr.shape != (h, w, c):
             raise CalibrationError(f"{f}: shape {arr.shape}, the task's input is {h}x{w}x{c} (HWC)")
         out.append(arr)
-    return normalize(np.stack(out), task)
+    return _normalize(np.stack(out), task)
 
 
 class CudaBuffer:
@@ -81,17 +82,15 @@ def batches(images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
         yield np.ascontiguousarray(images[i: i + batch_size])
 
 
-def normalize(images: np.ndarray, task: dict) -> np.ndarray:
-    mean = np.asarray(task["input"]["mean"], np.float32)
-    std = np.asarray(task["input"]["std"], np.float32)
-    return np.ascontiguousarray(((images.astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2))
+def _normalize(images: np.ndarray, task: dict) -> np.ndarray:
+    return normalize(images, task["input"]["mean"], task["input"]["std"])
 
 
 def make_calibrator(trt, task: dict, calib_dir, cache_dir: Path, batch_size: int = 8, buffer_factory=None,
                     bundle_root: Path | None = None):
     """From the user's ``calib_dir``; else from samples stored in the bundle (only if its exporter opted in)."""
     if calib_dir is None and task.get("calibration") and bundle_root is not None:
-        images = normalize(np.load(bundle_root / task["calibration"]["file"], allow_pickle=False), task)
+        images = _normalize(np.load(bundle_root / task["calibration"]["file"], allow_pickle=False), task)
         digest = task["calibration"]["sha256"]
     else:
         files = calibration_files(calib_dir)
