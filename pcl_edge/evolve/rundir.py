@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,20 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import atomic_open, read_json, write_json, write_text
+from .._io import atomic_open, read_json, sha256_file, write_json, write_text
 from .config import ConfigError, EvolveConfig
 
 
 class RunDirError(ValueError):
     """A directory that is not (or not this) run."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class RunDir:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import __version__
-from .._io import write_json
+from .._io import sha256_file, write_json
 from ..preprocess import normalize
 from .manifest import (
     MANIFEST,
@@ -29,7 +29,6 @@ from .manifest import (
     read_manifest,
     seal,
     sha256_bytes,
-    sha256_file,
 )
 from .onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, ExportError
 
