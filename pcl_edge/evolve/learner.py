@@ -140,6 +140,11 @@ def state_to_cpu(net: nn.Module) -> dict[str, torch.Tensor]:
 class ExpertLearner(Learner):
     """A learner that leaves one frozen expert per task in the run directory's archive."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for task_id in self.run.expert_ids():  # a resumed run trusts no archive it has not checked
+            self.run.verify_expert(task_id)
+
     def archive(self, t: int, net: nn.Module, record: dict) -> None:
         task, spec = self.stream.tasks[t], self.stream.tasks[t].spec
         test_acc = evaluate(net, self.tasks[t].test)  # reporting only: the expert is already chosen and trained

@@ -126,12 +126,18 @@ class RunDir:
             raise
         return meta_out
 
-    def load_expert(self, task_id: int) -> dict:
+    def verify_expert(self, task_id: int) -> dict:
+        """The expert's metrics, after checking its weights against their recorded sha256."""
         d = self.expert_dir(task_id)
         meta = read_json(d / "metrics.json")
-        if sha256_file(d / "model.pt") != meta["model_sha256"]:
+        if not (d / "model.pt").is_file() or sha256_file(d / "model.pt") != meta["model_sha256"]:
             raise RunDirError(f"{d}/model.pt does not match its recorded sha256; the archive was modified")
-        return torch.load(d / "model.pt", map_location="cpu", weights_only=False) | {"metrics": meta}
+        return meta
+
+    def load_expert(self, task_id: int) -> dict:
+        meta = self.verify_expert(task_id)
+        return torch.load(self.expert_dir(task_id) / "model.pt", map_location="cpu", weights_only=False) | {
+            "metrics": meta}
 
     def clean_partial(self) -> None:
         """Remove temporary leftovers of an interrupted write (never a finished expert)."""
