@@ -46,6 +46,11 @@ def _evolve_parser(sub) -> None:
     p.add_argument("--latency-margin", type=float, help="safety margin on the budget (default 0.10)")
     p.add_argument("--out", help="run directory to create (must not exist or be empty)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its stored configuration")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="where candidates train: this process (default) or Ray tasks; same results either way")
+    p.add_argument("--ray-address", help="an existing Ray cluster (auto | HOST:PORT); default: start a local one")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="Ray: CPUs (and torch threads) per candidate")
+    p.add_argument("--gpus-per-trial", type=float, default=0, help="Ray: GPUs per candidate (fractions allowed)")
 
 
 def _config_from_args(args):
@@ -74,14 +79,19 @@ def _explicit(args) -> list[str]:
 def cmd_evolve(args) -> int:
     from .evolve import evolve
 
+    options = {}
+    if args.executor == "ray":
+        options = {"address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
+                   "gpus_per_trial": args.gpus_per_trial}
+    run = {"progress": not args.quiet, "executor": args.executor, "executor_options": options}
     if args.resume:
         given = _explicit(args)
         if given:
             raise ValueError(f"--resume continues a run with its stored configuration; drop {' '.join(given)} "
                              f"(or start a new run with --out)")
-        summary = evolve(resume=args.resume, progress=not args.quiet)
+        summary = evolve(resume=args.resume, **run)
     else:
-        summary = evolve(_config_from_args(args), out=args.out, progress=not args.quiet)
+        summary = evolve(_config_from_args(args), out=args.out, **run)
     sys.stdout.write(format_summary(summary))
     return 0
 

@@ -110,11 +110,11 @@ def test_interrupted_then_resumed_gives_the_same_experts(reference, tmp_path, mo
     calls = {"n": 0}
     real_map = LocalExecutor.map
 
-    def crashing_map(self, fn, items, desc=""):
+    def crashing_map(self, fn, items, desc="", shared=None):
         calls["n"] += 1
         if calls["n"] == 5:  # mid task 2: after its adaptation, before/while a generation
             raise _Crash
-        return real_map(self, fn, items, desc)
+        return real_map(self, fn, items, desc, shared)
 
     monkeypatch.setattr(LocalExecutor, "map", crashing_map)
     with pytest.raises(_Crash):

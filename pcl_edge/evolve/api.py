@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..data import build_stream
+from .candidate import failed_candidate
 from .config import ConfigError, EvolveConfig
 from .executors import create_executor
 from .pcl import check_latency_budget
@@ -27,8 +28,11 @@ def default_out(cfg: EvolveConfig) -> Path:
 
 def evolve(cfg: EvolveConfig | None = None, out: str | os.PathLike | None = None,
            resume: str | os.PathLike | None = None, executor: str = "local", progress: bool = True,
-           on_task_end: Callable | None = None) -> dict:
-    """Run (or resume) a continual-learning run; returns the summary that is also written to summary.json."""
+           on_task_end: Callable | None = None, executor_options: dict | None = None) -> dict:
+    """Run (or resume) a continual-learning run; returns the summary that is also written to summary.json.
+
+    ``executor`` ("local" or "ray") is not part of the run's configuration: it changes where candidates train, not
+    what they compute, so a run may be resumed under another executor."""
     if resume is not None:
         run, stored = RunDir.open(resume)
         if cfg is not None and cfg != stored:
@@ -46,7 +50,10 @@ def evolve(cfg: EvolveConfig | None = None, out: str | os.PathLike | None = None
         run.event("start", strategy=cfg.strategy, data=cfg.data, test_split=stream.test_split)
     log.info("run directory %s; %d tasks from %s; test split: %s", run.path, len(stream), stream.name,
              stream.test_split)
-    learner = get_strategy(cfg.strategy)(cfg, stream, run, create_executor(executor, progress=progress),
+    options = dict(executor_options or {})
+    if executor == "ray":
+        options.setdefault("on_failure", failed_candidate)
+    learner = get_strategy(cfg.strategy)(cfg, stream, run, create_executor(executor, progress=progress, **options),
                                          on_task_end=on_task_end)
     try:
         summary = learner.run_all()

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..space import Genome
 from .learner import ExpertLearner, Learner, frozen_copy, state_to_cpu
-from .trainer import build_seeded, derive_seed, evaluate, reset_head, train, train_multi
+from .trainer import build_seeded, default_device, derive_seed, evaluate, reset_head, train, train_multi
 
 
 class FixedLearner(ExpertLearner):
@@ -26,6 +26,7 @@ class FixedLearner(ExpertLearner):
         task, start = self.tasks[t], time.perf_counter()
         seed = derive_seed(self.cfg.seed, "fixed", t)
         net = build_seeded(Genome.parse(self.cfg.genome), task.in_channels, task.num_classes, seed)
+        net.to(default_device())
         train(net, task.train, self.cfg.final, seed)
         self.archive(t, net, {"val_acc": evaluate(net, task.val), "params": sum(p.numel() for p in net.parameters()),
                               "search_s": 0.0, "train_s": round(time.perf_counter() - start, 3)})
@@ -77,7 +78,7 @@ class FinetuneLearner(_SharedTrunkLearner):
 
     def learn_task(self, t: int) -> None:
         start, trunk = time.perf_counter(), self._trunk()
-        view = _Headed(trunk, self._head(trunk, t))
+        view = _Headed(trunk, self._head(trunk, t)).to(default_device())
         train(view, self.tasks[t].train, self.cfg.final, derive_seed(self.cfg.seed, self.name, t))
         own = self.state["own"]
         own["trunk"] = state_to_cpu(trunk)
@@ -96,7 +97,7 @@ class JointLearner(_SharedTrunkLearner):
             return
         start, trunk = time.perf_counter(), self._trunk()
         views = [_Headed(trunk, self._head(trunk, j)) for j in range(len(self.tasks))]
-        module = nn.ModuleList(views)
+        module = nn.ModuleList(views).to(default_device())
         cfg = replace(self.cfg.final, steps=self.cfg.final.steps * len(self.tasks))  # same per-task budget
         train_multi(module, [(v, task.train) for v, task in zip(views, self.tasks)], cfg,
                     derive_seed(self.cfg.seed, self.name))

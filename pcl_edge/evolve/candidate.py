@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..space import Genome, inherit_weights
 from .individual import Individual
-from .trainer import TensorTask, TrainConfig, build_seeded, derive_seed, evaluate, reset_head, train
+from .trainer import TensorTask, TrainConfig, build_seeded, default_device, derive_seed, evaluate, reset_head, train
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,20 @@ def train_candidate(cand: Candidate, task: TensorTask, cfg: TrainConfig) -> Indi
                                     include_head=not cand.new_head)
         if cand.new_head:
             reset_head(net, task.num_classes, derive_seed(seed, "head"))
+    net.to(default_device())
     train(net, task.train, cfg, seed)
     val = evaluate(net, task.val)
-    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     return Individual(uid=cand.uid, genome=cand.genome, state=state, val_acc=val,
                       params=sum(p.numel() for p in net.parameters()), parent=cand.parent, op=cand.op,
                       inherited=inherited, train_s=time.perf_counter() - start)
+
+
+def failed_candidate(cand: Candidate, exc: BaseException, task: TensorTask, **_: object) -> Individual:
+    """What a candidate that could not be trained (its worker kept dying) scores: nothing, visibly. It keeps its
+    parent's weights so that a later child of it still inherits something."""
+    from ..space.cost import genome_params
+
+    return Individual(uid=cand.uid, genome=cand.genome, state=dict(cand.parent_state or {}), val_acc=0.0,
+                      params=genome_params(cand.genome, task.in_channels, task.num_classes), parent=cand.parent,
+                      op=cand.op, extra={"failed": type(exc).__name__})

@@ -126,8 +126,8 @@ class Learner:
 
 
 def frozen_copy(net: nn.Module) -> nn.Module:
-    """An eval-mode copy whose parameters do not require grad: what an archived expert is."""
-    out = copy.deepcopy(net).eval()
+    """An eval-mode CPU copy whose parameters do not require grad: what an archived expert is."""
+    out = copy.deepcopy(net).cpu().eval()
     for p in out.parameters():
         p.requires_grad_(False)
     return out

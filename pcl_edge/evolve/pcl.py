@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import cached_property, partial
+from functools import cached_property
 
 import numpy as np
 
@@ -93,8 +93,8 @@ class PCLLearner(ExpertLearner):
         return np.array([max(0.0, ind.extra["latency_ms"] - self.limit_ms) for ind in pop])
 
     def _train(self, cands: list[Candidate], t: int, desc: str, cfg=None) -> list[Individual]:
-        job = partial(train_candidate, task=self.tasks[t], cfg=cfg or self.cfg.proxy)  # picklable, for remote executors
-        out = self.executor.map(job, cands, desc=desc)
+        out = self.executor.map(train_candidate, cands, desc=desc, shared={"task": self.tasks[t],
+                                                                          "cfg": cfg or self.cfg.proxy})
         if self.profile is not None:
             pred = self.predictor(t)
             for ind in out:

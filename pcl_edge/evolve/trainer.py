@@ -95,6 +95,7 @@ def train_multi(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], c
                           nesterov=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     module.train()
+    dev = next(module.parameters()).device  # data stays on the CPU; each batch moves to the model's device
     orders = [torch.empty(0, dtype=torch.long) for _ in views]
     losses = []
     for step in range(total):
@@ -103,8 +104,8 @@ def train_multi(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], c
         if orders[k].numel() < cfg.batch_size:
             orders[k] = torch.cat([orders[k], torch.randperm(len(data), generator=gen)])
         idx, orders[k] = orders[k][: cfg.batch_size], orders[k][cfg.batch_size:]
-        x = _augment(data.x[idx], cfg.augment, gen)
-        loss = F.cross_entropy(forward(x), data.y[idx], label_smoothing=cfg.label_smoothing)
+        x = _augment(data.x[idx], cfg.augment, gen).to(dev)
+        loss = F.cross_entropy(forward(x), data.y[idx].to(dev), label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -117,10 +118,17 @@ def train_multi(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], c
 @torch.inference_mode()
 def evaluate(net: nn.Module, data: TensorSplit, batch_size: int = 512) -> float:
     net.eval()
+    dev = next(net.parameters()).device
     correct = 0
     for i in range(0, len(data), batch_size):
-        correct += int((net(data.x[i: i + batch_size]).argmax(1) == data.y[i: i + batch_size]).sum())
+        pred = net(data.x[i: i + batch_size].to(dev)).argmax(1).cpu()
+        correct += int((pred == data.y[i: i + batch_size]).sum())
     return correct / max(1, len(data))
+
+
+def default_device() -> torch.device:
+    """CUDA when this process sees a GPU (a Ray worker sees the ones it was given), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def reset_head(net: nn.Module, num_classes: int, seed: int) -> None:

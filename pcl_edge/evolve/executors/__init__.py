@@ -13,8 +13,9 @@ R = TypeVar("R")
 
 
 class Executor(Protocol):
-    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "") -> list[R]:
-        """Results in the order of ``items``, whatever order they were computed in."""
+    def map(self, fn: Callable[..., R], items: Sequence[T], desc: str = "", shared: dict | None = None) -> list[R]:
+        """``[fn(item, **shared) for item in items]``, in the order of ``items`` whatever order they were computed
+        in. ``shared`` holds what every call needs (a task's data): a distributed executor ships it once."""
         ...
 
     def close(self) -> None: ...
@@ -24,6 +25,6 @@ EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
 
 
 def create_executor(name: str = "local", **kwargs) -> Executor:
-    from . import local  # noqa: F401  (registration)
+    from . import local, ray  # noqa: F401  (registration; ray itself is imported only when used)
 
     return EXECUTORS.get(name)(**kwargs)

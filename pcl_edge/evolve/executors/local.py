@@ -14,11 +14,16 @@ R = TypeVar("R")
 
 @EXECUTORS.register("local")
 class LocalExecutor:
-    def __init__(self, progress: bool = True) -> None:
-        self.progress = progress
+    def __init__(self, progress: bool = True, threads: int = 0) -> None:
+        self.progress, self.threads = progress, threads
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "") -> list[R]:
-        return [fn(item) for item in progress(items, desc=desc, unit="cand", enabled=self.progress)]
+    def map(self, fn: Callable[..., R], items: Sequence[T], desc: str = "", shared: dict | None = None) -> list[R]:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        shared = shared or {}
+        return [fn(item, **shared) for item in progress(items, desc=desc, unit="cand", enabled=self.progress)]
 
     def close(self) -> None:
         pass
