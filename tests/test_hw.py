@@ -174,12 +174,12 @@ def test_profile_yaml_is_plain_data():
     assert d["kernels"]["stem-k3-e1-s1:1x8x8->8"]["median"] == 1.0
 
 
-def test_calibration_with_a_per_kernel_term_recovers_it():
+def test_calibration_with_a_per_node_term_recovers_it():
     rng = np.random.default_rng(2)
     raw, n = rng.uniform(0.01, 1, 100), rng.integers(4, 14, 100)
     measured = 0.8 * raw + 0.004 * n + 0.02
     cal = fit_calibration(list(raw), list(measured), list(n))
-    assert cal["scale"] == pytest.approx(0.8, abs=1e-4) and cal["per_kernel"] == pytest.approx(0.004, abs=1e-5)
+    assert cal["scale"] == pytest.approx(0.8, abs=1e-4) and cal["per_node"] == pytest.approx(0.004, abs=1e-5)
     assert cal["offset"] == pytest.approx(0.02, abs=1e-4)
 
 
@@ -247,3 +247,23 @@ def test_profiling_needs_no_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["5", "True"]
+
+
+@pytest.mark.parametrize("text", ["d6_w16_p2.4_x2.4_s0:res-k3_s1:mbconv-k5-e3_s2:dws-k3",
+                                  "d5_w8_p1_x0.3_s0:mbconv-k3-e1_s1:mbconv-k5-e6", "d4_w12_p2_x-_s0:dws-k5_s1:res-k3"])
+def test_operator_count_matches_the_generated_graphs(text):
+    import onnx
+
+    from pcl_edge.hw.kernels import graph_nodes
+    from pcl_edge.hw.onnx_graphs import genome_model
+
+    g = Genome.parse(text)
+    model = onnx.load_from_string(genome_model(g, (3, 16, 16)))
+    assert len(model.graph.node) == sum(graph_nodes(k) for k in genome_kernels(g, (3, 16, 16)))
+
+
+def test_calibration_per_input_shape_is_used():
+    prof = _table_profile(calibration={"1x8x8": {"scale": 2.0, "offset": 0.0}, "default": {"scale": 1.0,
+                                                                                              "offset": 0.0}})
+    assert LatencyPredictor(prof, (1, 8, 8)).predict(G) == pytest.approx(2 * 20.5)
+    assert LatencyPredictor(prof, (1, 16, 16)).calibration == {"scale": 1.0, "offset": 0.0}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..space.genome import Genome
-from .kernels import Kernel, genome_kernels
+from .kernels import Kernel, genome_kernels, graph_nodes
 from .profile import Profile
 
 
@@ -49,17 +49,23 @@ class LatencyPredictor:
     def predict(self, genome: Genome) -> float:
         ms = self._cache.get(genome)
         if ms is None:
-            ms = self._cache[genome] = calibrate(self.profile.calibration, self.raw(genome), self.n_kernels(genome))
+            ms = self._cache[genome] = calibrate(self.calibration, self.raw(genome), self.n_nodes(genome))
         return ms
 
-    def n_kernels(self, genome: Genome) -> int:
-        return len(genome_kernels(genome, self.input_shape, self.num_classes))
+    @property
+    def calibration(self) -> dict:
+        """The profile's calibration for this input shape when it has one (keyed ``CxHxW``), else its default."""
+        cal = self.profile.calibration
+        return cal.get("x".join(map(str, self.input_shape)), cal.get("default", cal))
+
+    def n_nodes(self, genome: Genome) -> int:
+        return sum(graph_nodes(k) for k in genome_kernels(genome, self.input_shape, self.num_classes))
 
 
-def calibrate(cal: dict, raw_ms: float, n_kernels: int) -> float:
-    """measured ~ scale * (sum of kernels + overhead) + per_kernel * kernels + offset (per_kernel: dispatch costs
-    that a lone kernel's timing does not show in proportion)."""
-    return max(0.0, cal["scale"] * raw_ms + cal.get("per_kernel", 0.0) * n_kernels + cal["offset"])
+def calibrate(cal: dict, raw_ms: float, n_nodes: int) -> float:
+    """measured ~ scale * (sum of kernels + overhead) + per_node * graph operators + offset (per_node: the dispatch
+    cost per operator, which a lone kernel's timing does not show in proportion)."""
+    return max(0.0, cal["scale"] * raw_ms + cal.get("per_node", 0.0) * n_nodes + cal["offset"])
 
 
 def roofline_ms(k: Kernel, r: dict) -> float:
@@ -87,14 +93,14 @@ def fit_fallback(kernels: list[Kernel], ms: list[float]) -> dict:
     return {"kind": "linear", "features": ["mflops", "mbytes", "1"], "coefficients": coef}
 
 
-def fit_calibration(raw_ms: list[float], measured_ms: list[float], n_kernels: list[int] | None = None) -> dict:
-    """Least squares on whole networks: measured ~ scale * raw + offset (+ per_kernel * kernels when given)."""
-    cols = [np.asarray(raw_ms, float)] + ([np.asarray(n_kernels, float)] if n_kernels is not None else [])
+def fit_calibration(raw_ms: list[float], measured_ms: list[float], n_nodes: list[int] | None = None) -> dict:
+    """Least squares on whole networks: measured ~ scale * raw + offset (+ per_node * operators when given)."""
+    cols = [np.asarray(raw_ms, float)] + ([np.asarray(n_nodes, float)] if n_nodes is not None else [])
     A = np.stack([*cols, np.ones(len(raw_ms))], 1)
     coef = np.linalg.lstsq(A, np.asarray(measured_ms, float), rcond=None)[0]
     out = {"scale": round(float(coef[0]), 6), "offset": round(float(coef[-1]), 6)}
-    if n_kernels is not None:
-        out["per_kernel"] = round(float(coef[1]), 6)
+    if n_nodes is not None:
+        out["per_node"] = round(float(coef[1]), 7)
     return out
 
 

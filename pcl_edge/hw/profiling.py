@@ -128,34 +128,48 @@ def run_profile(backend, name: str, shapes: list[tuple[int, int, int]], n_kernel
                     measurement=backend.settings(), kernels=table,
                     fallback=fit_fallback(ks, [table[k.key].median for k in ks]), overhead_ms=call_ms)
 
-    def networks(sl: slice, desc: str) -> tuple[list[float], list[int], list[float], list[str]]:
-        raw, count, meas, names = [], [], [], []
-        for s, gs in per_shape.items():
-            pred = LatencyPredictor(draft, s)
-            for g in progress(gs[sl], desc=f"{desc} {'x'.join(map(str, s))}", unit="net"):
-                raw.append(pred.raw(g))
-                count.append(pred.n_kernels(g))
-                meas.append(backend.measure(genome_model(g, s)).median)
-                names.append(f"{'x'.join(map(str, s))}|{g}")
-        return raw, count, meas, names
+    def networks(s: tuple[int, int, int], sl: slice, desc: str) -> tuple[list[float], list[int], list[float]]:
+        pred, raw, nodes, meas = LatencyPredictor(draft, s), [], [], []
+        for g in progress(per_shape[s][sl], desc=f"{desc} {'x'.join(map(str, s))}", unit="net"):
+            raw.append(pred.raw(g))
+            nodes.append(pred.n_nodes(g))
+            meas.append(backend.measure(genome_model(g, s)).median)
+        return raw, nodes, meas
 
-    cal_raw, cal_n, cal_meas, _ = networks(slice(n_kernel_genomes, n_kernel_genomes + n_calibration), "calibration")
-    calibration = fit_calibration(cal_raw, cal_meas, cal_n)
-    ho_raw, ho_n, ho_meas, ho_names = networks(slice(n_kernel_genomes + n_calibration, None), "held-out")
-    ho_pred = [calibrate(calibration, r, n) for r, n in zip(ho_raw, ho_n)]
+    # one calibration per input shape (small inputs are dispatch-bound, large ones compute-bound), fitted on
+    # networks that are neither the kernel-sampling genomes nor the held-out ones
+    calibration, ho_pred, ho_meas, ho_names, n_cal = {}, [], [], [], 0
+    for s in shapes:
+        key = "x".join(map(str, s))
+        raw, nodes, meas = networks(s, slice(n_kernel_genomes, n_kernel_genomes + n_calibration), "calibration")
+        calibration[key] = fit_calibration(raw, meas, nodes)
+        n_cal += len(raw)
+        raw, nodes, meas = networks(s, slice(n_kernel_genomes + n_calibration, None), "held-out")
+        ho_pred += [calibrate(calibration[key], r, n) for r, n in zip(raw, nodes)]
+        ho_meas += meas
+        ho_names += [f"{key}|{g}" for g in per_shape[s][n_kernel_genomes + n_calibration:]]
     accuracy = accuracy_report(ho_pred, ho_meas) | {"networks": "random genomes never used for kernels or calibration"}
     profile = Profile(**{**draft.__dict__, "calibration": calibration, "accuracy": accuracy,
                          "power_mode": power_mode,
                          "provenance": {"command": command, "code_version": _git_version(),
                                         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                         "host": socket.gethostname(), "input_shapes": [list(s) for s in shapes],
-                                        "kernels_measured": len(table), "calibration_networks": len(cal_raw),
+                                        "kernels_measured": len(table), "calibration_networks": n_cal,
                                         "seed": seed},
                          "schema_version": SCHEMA_VERSION})
-    report = {"accuracy": accuracy, "calibration": calibration, "call_overhead_ms": call_ms,
+    report = {"accuracy": accuracy, "accuracy_by_shape": _by_shape(ho_names, ho_pred, ho_meas),
+              "calibration": calibration, "call_overhead_ms": call_ms,
               "holdout": [{"network": n, "predicted_ms": round(p, 6), "measured_ms": round(m, 6)}
                           for n, p, m in zip(ho_names, ho_pred, ho_meas)]}
     return profile, report
+
+
+def _by_shape(names: list[str], pred: list[float], meas: list[float]) -> dict:
+    out = {}
+    for key in sorted({n.split("|")[0] for n in names}):
+        idx = [i for i, n in enumerate(names) if n.startswith(key + "|")]
+        out[key] = accuracy_report([pred[i] for i in idx], [meas[i] for i in idx])
+    return out
 
 
 def plot_report(report: dict, path: Path, title: str) -> bool:
