@@ -43,6 +43,9 @@ class Cuda:
     def upload(self, ptr: int, host) -> None:
         check(self.rt.cudaMemcpy(ptr, host.ctypes.data, host.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice))
 
+    def download(self, host, ptr: int) -> None:
+        check(self.rt.cudaMemcpy(host.ctypes.data, ptr, host.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost))
+
     def stream(self):
         return check(self.rt.cudaStreamCreate())
 

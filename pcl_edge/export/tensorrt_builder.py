@@ -120,40 +120,41 @@ def build_engines(bundle: str | Path, opts: BuildOptions = BuildOptions(), cache
     trt = trt or compat.import_tensorrt()
     manifest = verify_bundle(bundle)
     cache_dir = Path(cache_dir or Path(bundle).with_name(Path(bundle).name + ".engines"))
+    with bundle_dir(bundle) as root:
+        return [ensure_engine(trt, root, task, opts, cache_dir, calib_dir)[0] for task in manifest["tasks"]]
+
+
+def ensure_engine(trt, root: Path, task: dict, opts: BuildOptions, cache_dir: Path,
+                  calib_dir: str | Path | None = None) -> tuple[Path, EngineHeader]:
+    """The engine of one task of a (verified) bundle directory: reused when its header matches this device, built
+    otherwise. The timing cache in ``cache_dir`` is read before and written after every build."""
     cache_dir.mkdir(parents=True, exist_ok=True)
+    header = EngineHeader(model_sha256=task["sha256"], precision=opts.precision, tensorrt_version=str(trt.__version__),
+                          gpu=gpu_name(), max_batch=opts.max_batch, build_flags=opts.flags())
+    path = engine_path(cache_dir, header)
+    if path.exists():
+        try:
+            read_engine(path)[0].check(header)
+            log.info("task %s: engine up to date (%s)", task["id"], path.name)
+            return path, header
+        except EngineMismatch as exc:
+            log.warning("task %s: %s", task["id"], exc)
     timing_path = cache_dir / f"timing-trt{trt.__version__}.cache"
     timing = timing_path.read_bytes() if timing_path.exists() else b""
-    gpu = gpu_name()
-    out = []
-    with bundle_dir(bundle) as root:
-        for task in manifest["tasks"]:
-            header = EngineHeader(model_sha256=task["sha256"], precision=opts.precision,
-                                  tensorrt_version=str(trt.__version__), gpu=gpu, max_batch=opts.max_batch,
-                                  build_flags=opts.flags())
-            path = engine_path(cache_dir, header)
-            if path.exists():
-                try:
-                    read_engine(path)[0].check(header)
-                    log.info("task %s: engine up to date (%s)", task["id"], path.name)
-                    out.append(path)
-                    continue
-                except EngineMismatch as exc:
-                    log.warning("task %s: %s", task["id"], exc)
-            chw = tuple(task["input"]["shape"])
-            model = root / task["model"]
-            log.info("task %s: building %s engine; equivalent: %s", task["id"], opts.precision,
-                     trtexec_command(model, path, task["input"]["name"], chw, opts, timing_path))
-            calibrator = None
-            if opts.precision == "int8":
-                from .calibration import make_calibrator
+    chw = tuple(task["input"]["shape"])
+    model = root / task["model"]
+    log.info("task %s: building %s engine; equivalent: %s", task["id"], opts.precision,
+             trtexec_command(model, path, task["input"]["name"], chw, opts, timing_path))
+    calibrator = None
+    if opts.precision == "int8":
+        from .calibration import make_calibrator
 
-                calibrator = make_calibrator(trt, task, calib_dir, cache_dir, bundle_root=root)
-            plan, timing = build_plan(trt, model.read_bytes(), task["input"]["name"], chw, opts, timing, calibrator)
-            write_engine(path, header, plan)
-            with atomic_open(timing_path, "wb") as fh:  # reused by the next task and the next build
-                fh.write(timing)
-            out.append(path)
-    return out
+        calibrator = make_calibrator(trt, task, calib_dir, cache_dir, bundle_root=root)
+    plan, timing = build_plan(trt, model.read_bytes(), task["input"]["name"], chw, opts, timing, calibrator)
+    write_engine(path, header, plan)
+    with atomic_open(timing_path, "wb") as fh:  # reused by the next task and the next build
+        fh.write(timing)
+    return path, header
 
 
 def load_engine_plan(path: Path, expected: EngineHeader) -> bytes:

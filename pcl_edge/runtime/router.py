@@ -1,0 +1,198 @@
+"""Task id -> session: lazy loading, least-recently-used eviction under a memory budget (sizes measured when a
+session opens), strict input validation, optional preprocessing from the manifest, and bundle updates without
+downtime (the new version is verified and self-tested, then swapped in atomically; requests already running
+finish on the version they started with)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..export.bundle import unpack_bundle, verify_bundle
+from ..preprocess import normalize
+from .backends import Session, open_session
+from .errors import BadRequest, ServiceUnavailable, UnknownTask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskStats:
+    requests: int = 0
+    items: int = 0
+    errors: int = 0
+    total_ns: int = 0
+    loads: int = 0
+    evictions: int = 0
+    last_ns: int = 0
+
+
+@dataclass
+class _Version:
+    root: Path
+    manifest: dict
+    by_key: dict[str, dict]  # "3", "task_03" -> task entry
+    sessions: OrderedDict[int, Session] = field(default_factory=OrderedDict)  # LRU: oldest first
+
+    @property
+    def bundle_version(self) -> int:
+        return self.manifest["bundle_version"]
+
+
+@dataclass(frozen=True)
+class InferResult:
+    task: dict
+    logits: np.ndarray
+    top_k: list[list[tuple[str, float]]]
+    backend: str
+    bundle_version: int
+
+
+def _index(manifest: dict) -> dict[str, dict]:
+    out = {}
+    for t in manifest["tasks"]:
+        out[str(t["id"])] = out[t["name"]] = t
+    return out
+
+
+class Router:
+    def __init__(self, bundle: str | Path, backend: str = "auto", memory_budget_bytes: int | None = None,
+                 max_batch: int = 64, backend_options: dict | None = None, workdir: str | Path | None = None) -> None:
+        self.backend, self.budget, self.max_batch = backend, memory_budget_bytes, max_batch
+        self.backend_options = backend_options or {}
+        self.workdir = Path(workdir) if workdir else None
+        self._lock = threading.RLock()
+        self._load_locks: dict[int, threading.Lock] = {}
+        self.stats: dict[int, TaskStats] = {}
+        self._active: _Version | None = None
+        self.activate(bundle)
+
+    # -- versions -----------------------------------------------------------------------------------------------
+    def _prepare(self, bundle: str | Path) -> _Version:
+        path = Path(bundle)
+        if path.is_file():  # a .tar: unpacked (safely) next to the others, never over an existing directory
+            base = self.workdir or path.parent
+            path = unpack_bundle(path, base / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10**6}")
+        manifest = verify_bundle(path)
+        version = _Version(path, manifest, _index(manifest))
+        for task in manifest["tasks"]:  # every task must run before the version may serve
+            open_session(self.backend, path, task, **self.backend_options).close()
+        return version
+
+    def activate(self, bundle: str | Path) -> dict:
+        """Verify + self-test ``bundle``, then make it the active version in one step. On any failure the current
+        version keeps serving and the error says why."""
+        new = self._prepare(bundle)
+        with self._lock:
+            old, self._active = self._active, new
+            for tid in [t["id"] for t in new.manifest["tasks"]]:
+                self.stats.setdefault(tid, TaskStats())
+        if old is not None:  # sessions of the old version go when the requests holding them finish
+            log.info("bundle version %s active (was %s)", new.bundle_version, old.bundle_version)
+        return new.manifest
+
+    @property
+    def version(self) -> _Version:
+        v = self._active
+        if v is None:
+            raise ServiceUnavailable("no bundle is active")
+        return v
+
+    def tasks(self) -> list[dict]:
+        return list(self.version.manifest["tasks"])
+
+    def resolve(self, model: str | int) -> dict:
+        """A task by id (3), its string ("3") or its name ("task_03")."""
+        task = self.version.by_key.get(str(model))
+        if task is None:
+            known = ", ".join(t["name"] for t in self.version.manifest["tasks"])
+            raise UnknownTask(f"unknown task {model!r}; this bundle serves {known}")
+        return task
+
+    # -- sessions -----------------------------------------------------------------------------------------------
+    def loaded(self) -> dict[int, int]:
+        """Task id -> bytes of the sessions held now, least recently used first."""
+        with self._lock:
+            return {tid: s.nbytes for tid, s in self.version.sessions.items()}
+
+    def _session(self, version: _Version, task: dict) -> Session:
+        tid = task["id"]
+        with self._lock:
+            s = version.sessions.get(tid)
+            if s is not None:
+                version.sessions.move_to_end(tid)
+                return s
+            load_lock = self._load_locks.setdefault(tid, threading.Lock())
+        with load_lock:  # one load per task at a time; other tasks keep serving meanwhile
+            with self._lock:
+                s = version.sessions.get(tid)
+                if s is not None:
+                    return s
+            s = open_session(self.backend, version.root, task, **self.backend_options)
+            if self.budget is not None and s.nbytes > self.budget:
+                s.close()
+                raise ServiceUnavailable(f"task {tid} needs {s.nbytes / 2**20:.1f} MiB, more than the whole memory "
+                                         f"budget ({self.budget / 2**20:.1f} MiB)")
+            with self._lock:
+                version.sessions[tid] = s
+                self.stats[tid].loads += 1
+                while self.budget is not None and sum(x.nbytes for x in version.sessions.values()) > self.budget:
+                    victim, _ = version.sessions.popitem(last=False)  # in-flight users keep their reference
+                    self.stats[victim].evictions += 1
+                    log.info("evicted task %s to stay within %.1f MiB", victim, self.budget / 2**20)
+            return s
+
+    # -- inference ----------------------------------------------------------------------------------------------
+    def validate(self, task: dict, x: np.ndarray, preprocess: bool) -> np.ndarray:
+        c, h, w = task["input"]["shape"]
+        if preprocess:
+            if x.dtype != np.uint8:
+                raise BadRequest(f"preprocessing takes uint8 images, got {x.dtype}")
+            if x.ndim == 3:
+                x = x[None]
+            if x.ndim != 4 or tuple(x.shape[1:]) != (h, w, c):
+                raise BadRequest(f"{task['name']} takes uint8 images of shape [N, {h}, {w}, {c}] (NHWC), got "
+                                 f"{list(x.shape)}")
+            x = normalize(x, task["input"]["mean"], task["input"]["std"])
+        else:
+            if x.dtype != np.float32:
+                raise BadRequest(f"{task['name']} takes FP32 tensors, got {x.dtype} (or send uint8 images with "
+                                 "preprocessing)")
+            if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+                raise BadRequest(f"{task['name']} takes shape [N, {c}, {h}, {w}], got {list(x.shape)}")
+        if not 1 <= x.shape[0] <= self.max_batch:
+            raise BadRequest(f"batch size {x.shape[0]} outside 1..{self.max_batch}")
+        if not np.all(np.isfinite(x)):
+            raise BadRequest("input holds NaN or infinity")
+        return np.ascontiguousarray(x, np.float32)
+
+    def infer(self, model: str | int, x: np.ndarray, preprocess: bool = False, top_k: int = 0) -> InferResult:
+        version = self.version  # this request finishes on the version it started with
+        task = self.resolve(model)
+        stats = self.stats[task["id"]]
+        start = time.perf_counter_ns()
+        try:
+            x = self.validate(task, np.asarray(x), preprocess)
+            session = self._session(version, task)
+            logits = session.run(x)
+        except Exception:
+            stats.errors += 1
+            raise
+        elapsed = time.perf_counter_ns() - start
+        stats.requests, stats.items, stats.total_ns, stats.last_ns = (stats.requests + 1, stats.items + len(x),
+                                                                      stats.total_ns + elapsed, time.time_ns())
+        return InferResult(task, logits, _top_k(logits, task["class_names"], top_k) if top_k else [], session.name,
+                           version.bundle_version)
+
+
+def _top_k(logits: np.ndarray, names: list[str], k: int) -> list[list[tuple[str, float]]]:
+    z = logits - logits.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    idx = np.argsort(-p, 1)[:, : min(k, len(names))]
+    return [[(names[j], float(p[i, j])) for j in row] for i, row in enumerate(idx)]
