@@ -221,6 +221,38 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve a bundle on this device (Open Inference Protocol over HTTP)",
+                       description="Route requests by task id to each task's expert. Never imports torch. "
+                       "POST /v2/models/task_03/infer with JSON or binary tensors; GET /v2/health/ready, /metrics.")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort"])
+    p.add_argument("--memory-budget", type=float, metavar="MB", help="LRU budget for loaded models")
+    p.add_argument("--token-file", help="file holding the bearer token that admin calls need")
+    p.add_argument("--max-body-mb", type=float, default=16)
+
+
+def cmd_serve(args) -> int:
+    from pathlib import Path
+
+    from .runtime import Router
+    from .runtime.http import serve
+
+    token = None
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+        if len(token) < 16:
+            raise ValueError(f"the token in {args.token_file} is shorter than 16 characters")
+    budget = None if args.memory_budget is None else int(args.memory_budget * 2**20)
+    router = Router(args.bundle, backend=args.backend, memory_budget_bytes=budget)
+    log.info("serving %d tasks of bundle version %s on http://%s:%d (backend %s)", len(router.tasks()),
+             router.version.bundle_version, args.host, args.port, args.backend)
+    serve(router, args.host, args.port, token, int(args.max_body_mb * 2**20))
+    return 0
+
+
 def cmd_build_engines(args) -> int:
     from .export.tensorrt_builder import BuildOptions, build_engines
 
@@ -263,11 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     _bundle_parser(sub)
     _engines_parser(sub)
     _profile_parser(sub)
+    _serve_parser(sub)
     return parser
 
 
 COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "build-engines": cmd_build_engines,
-            "profile": cmd_profile}
+            "profile": cmd_profile, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

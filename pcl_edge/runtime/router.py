@@ -148,6 +148,14 @@ class Router:
                     log.info("evicted task %s to stay within %.1f MiB", victim, self.budget / 2**20)
             return s
 
+    def load(self, model: str | int) -> Session:
+        return self._session(self.version, self.resolve(model))
+
+    def unload(self, model: str | int) -> bool:
+        task = self.resolve(model)
+        with self._lock:
+            return self.version.sessions.pop(task["id"], None) is not None
+
     # -- inference ----------------------------------------------------------------------------------------------
     def validate(self, task: dict, x: np.ndarray, preprocess: bool) -> np.ndarray:
         c, h, w = task["input"]["shape"]

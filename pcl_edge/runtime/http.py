@@ -1,0 +1,203 @@
+"""``pcl-edge serve``: the Open Inference Protocol (KServe v2, what Triton speaks) over HTTP, model = task (by id
+"3" or name "task_03"). Starlette + uvicorn: small, well kept, pure Python wheels that install on JetPack 6's
+Python 3.10 (aarch64) without a compiler; inference runs in the thread pool so slow requests never block health
+checks. Admin calls (repository load/unload, bundle activation) need a bearer token; the server binds to
+127.0.0.1 unless told otherwise; request bodies are capped."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+import numpy as np
+
+from .. import __version__
+from .errors import BadRequest, RuntimeFailure, ServiceUnavailable
+from .oip import HEADER, decode_request, encode_response
+from .router import Router
+
+log = logging.getLogger(__name__)
+MAX_BODY = 16 << 20
+
+
+def create_app(router: Router, token: str | None = None, max_body_bytes: int = MAX_BODY):
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    started = time.time()
+
+    def error(exc: Exception, status: int | None = None) -> JSONResponse:
+        status = status or getattr(exc, "status", 500)
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    def guarded(handler):
+        async def wrapped(request: Request):
+            try:
+                return await handler(request)
+            except RuntimeFailure as exc:
+                return error(exc)
+            except ValueError as exc:  # e.g. a bundle that fails verification on activation
+                return error(exc, 400)
+        return wrapped
+
+    def admin(handler):
+        async def wrapped(request: Request):
+            auth = request.headers.get("authorization", "")
+            if token is None:
+                return error(ServiceUnavailable("admin API disabled: start the server with --token-file"), 403)
+            if not hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
+                return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
+                                    headers={"www-authenticate": "Bearer"})
+            return await handler(request)
+        return guarded(wrapped)
+
+    async def body_of(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise _TooLarge(int(declared))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise _TooLarge(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def live(request):
+        return JSONResponse({"live": True})
+
+    async def ready(request):
+        try:
+            _ = router.version
+        except ServiceUnavailable as exc:
+            return error(exc)
+        return JSONResponse({"ready": True})
+
+    async def server_meta(request):
+        return JSONResponse({"name": "pcl-edge", "version": __version__,
+                             "extensions": ["binary_tensor_data", "model_repository", "statistics"]})
+
+    def task_meta(task: dict) -> dict:
+        c, h, w = task["input"]["shape"]
+        return {"name": task["name"], "versions": [str(router.version.bundle_version)], "platform": "onnx",
+                "inputs": [{"name": task["input"]["name"], "datatype": "FP32", "shape": [-1, c, h, w]}],
+                "outputs": [{"name": task["output"]["name"], "datatype": "FP32",
+                             "shape": [-1, *task["output"]["shape"]]}],
+                "parameters": {"task_id": task["id"], "class_names": task["class_names"],
+                               "preprocess": {"datatype": "UINT8", "layout": "NHWC", "shape": [-1, h, w, c],
+                                              "mean": task["input"]["mean"], "std": task["input"]["std"]}}}
+
+    async def model_meta(request):
+        return JSONResponse(task_meta(router.resolve(request.path_params["model"])))
+
+    async def model_ready(request):
+        router.resolve(request.path_params["model"])
+        return JSONResponse({"ready": True})
+
+    async def infer(request):
+        model = request.path_params["model"]
+        task = router.resolve(model)
+        try:
+            body = await body_of(request)
+        except _TooLarge as exc:
+            return error(BadRequest(f"request body of {exc.args[0]} bytes exceeds {max_body_bytes}"), 413)
+        req, arrays = decode_request(body, request.headers.get(HEADER))
+        if len(arrays) != 1:
+            raise BadRequest(f"{task['name']} takes one input, got {len(arrays)}")
+        x = arrays[0]
+        params = req.get("parameters") or {}
+        top_k = params.get("top_k", 0)
+        if not isinstance(top_k, int) or top_k < 0:
+            raise BadRequest("parameters.top_k must be a non-negative integer")
+        result = await run_in_threadpool(router.infer, model, x, x.dtype == np.uint8, top_k)
+        extra = {"task_id": task["id"], "bundle_version": result.bundle_version, "backend": result.backend}
+        if top_k:
+            extra["top_k"] = [[{"class": c, "p": round(p, 6)} for c, p in row] for row in result.top_k]
+        body, headers = encode_response(task["name"], str(result.bundle_version), req,
+                                        {task["output"]["name"]: result.logits.astype(np.float32)}, extra)
+        return Response(body, headers=headers)
+
+    def stats_of(task: dict) -> dict:
+        s = router.stats[task["id"]]
+        return {"name": task["name"], "version": str(router.version.bundle_version),
+                "inference_count": s.items, "execution_count": s.requests, "error_count": s.errors,
+                "load_count": s.loads, "eviction_count": s.evictions, "last_inference": s.last_ns // 1_000_000,
+                "inference_stats": {"success": {"count": s.requests, "ns": s.total_ns}}}
+
+    async def model_stats(request):
+        name = request.path_params.get("model")
+        tasks = [router.resolve(name)] if name else router.tasks()
+        return JSONResponse({"model_stats": [stats_of(t) for t in tasks]})
+
+    async def metrics(request):
+        lines = ["# HELP pcl_edge_requests_total Inference requests per task.",
+                 "# TYPE pcl_edge_requests_total counter"]
+        lines += [f'pcl_edge_requests_total{{task="{t["name"]}"}} {router.stats[t["id"]].requests}'
+                  for t in router.tasks()]
+        lines += ["# HELP pcl_edge_errors_total Failed inference requests per task.",
+                  "# TYPE pcl_edge_errors_total counter"]
+        lines += [f'pcl_edge_errors_total{{task="{t["name"]}"}} {router.stats[t["id"]].errors}'
+                  for t in router.tasks()]
+        lines += ["# HELP pcl_edge_inference_seconds_total Time spent in inference per task.",
+                  "# TYPE pcl_edge_inference_seconds_total counter"]
+        lines += [f'pcl_edge_inference_seconds_total{{task="{t["name"]}"}} {router.stats[t["id"]].total_ns / 1e9}'
+                  for t in router.tasks()]
+        loaded = router.loaded()
+        lines += ["# HELP pcl_edge_loaded_bytes Memory held by loaded sessions (measured at load).",
+                  "# TYPE pcl_edge_loaded_bytes gauge", f"pcl_edge_loaded_bytes {sum(loaded.values())}",
+                  "# TYPE pcl_edge_bundle_version gauge", f"pcl_edge_bundle_version {router.version.bundle_version}",
+                  "# TYPE pcl_edge_uptime_seconds gauge", f"pcl_edge_uptime_seconds {time.time() - started:.1f}"]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    async def repo_index(request):
+        loaded = router.loaded()
+        return JSONResponse([{"name": t["name"], "version": str(router.version.bundle_version),
+                              "state": "READY" if t["id"] in loaded else "UNAVAILABLE"} for t in router.tasks()])
+
+    async def repo_load(request):
+        await run_in_threadpool(router.load, request.path_params["model"])
+        return JSONResponse({})
+
+    async def repo_unload(request):
+        router.unload(request.path_params["model"])
+        return JSONResponse({})
+
+    async def activate(request):
+        try:
+            payload = (await request.json()) or {}
+        except ValueError:
+            raise BadRequest("activation body must be JSON: {\"bundle\": \"/path/to/bundle\"}") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("bundle"), str):
+            raise BadRequest("activation body must be JSON: {\"bundle\": \"/path/to/bundle\"}")
+        manifest = await run_in_threadpool(router.activate, payload["bundle"])
+        return JSONResponse({"bundle_version": manifest["bundle_version"],
+                             "tasks": [t["name"] for t in manifest["tasks"]]})
+
+    routes = [
+        Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_meta),
+        Route("/v2/models/stats", guarded(model_stats)),
+        Route("/v2/models/{model}", guarded(model_meta)), Route("/v2/models/{model}/ready", guarded(model_ready)),
+        Route("/v2/models/{model}/infer", guarded(infer), methods=["POST"]),
+        Route("/v2/models/{model}/stats", guarded(model_stats)), Route("/metrics", metrics),
+        Route("/v2/repository/index", admin(repo_index), methods=["POST"]),
+        Route("/v2/repository/models/{model}/load", admin(repo_load), methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", admin(repo_unload), methods=["POST"]),
+        Route("/v2/admin/activate", admin(activate), methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def serve(router: Router, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          max_body_bytes: int = MAX_BODY) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(router, token, max_body_bytes), host=host, port=port, log_level="warning",
+                access_log=False)

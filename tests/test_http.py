@@ -1,0 +1,191 @@
+"""The Open Inference Protocol service through a real uvicorn server on 127.0.0.1 (an ephemeral port)."""
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from pcl_edge.runtime import Router
+from tests.test_runtime import bundles  # noqa: F401  (module fixture: a 5-task bundle v1 and a 3-task v0)
+
+pytest.importorskip("uvicorn", reason="the service needs the 'serve' extra")
+TOKEN = "s3cret-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def server(bundles):  # noqa: F811
+    import uvicorn
+
+    from pcl_edge.runtime.http import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    router = Router(bundles / "v0", backend="ort")
+    cfg = uvicorn.Config(create_app(router, TOKEN, max_body_bytes=1 << 20), host="127.0.0.1", port=port,
+                         log_level="error", access_log=False)
+    srv = uvicorn.Server(cfg)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", router
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def call(url, path, body=None, headers=None, method=None):
+    req = urllib.request.Request(url + path, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def jbody(obj):
+    return json.dumps(obj).encode(), {"content-type": "application/json"}
+
+
+X = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+
+
+def test_health_and_metadata(server):
+    url, _ = server
+    assert call(url, "/v2/health/live")[0] == 200 and call(url, "/v2/health/ready")[0] == 200
+    meta = json.loads(call(url, "/v2")[2])
+    assert meta["name"] == "pcl-edge" and "binary_tensor_data" in meta["extensions"]
+    m = json.loads(call(url, "/v2/models/task_02")[2])
+    assert m["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
+    assert m["parameters"]["task_id"] == 2 and m["parameters"]["class_names"] == ["2", "3"]
+    assert json.loads(call(url, "/v2/models/2")[2])["name"] == "task_02"  # id and name both resolve
+    assert call(url, "/v2/models/2/ready")[0] == 200
+
+
+def test_json_infer_matches_the_router(server):
+    url, router = server
+    body, h = jbody({"id": "r1", "inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32",
+                                             "data": X.ravel().tolist()}], "parameters": {"top_k": 1}})
+    status, _, raw = call(url, "/v2/models/task_01/infer", body, h)
+    assert status == 200
+    res = json.loads(raw)
+    out = np.array(res["outputs"][0]["data"], np.float32).reshape(res["outputs"][0]["shape"])
+    np.testing.assert_allclose(out, router.infer(1, X).logits, rtol=1e-6)
+    assert res["id"] == "r1" and res["parameters"]["top_k"][0][0]["class"] in ("0", "1")
+
+
+def test_binary_tensor_extension_both_ways(server):
+    url, router = server
+    head = json.dumps({"inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": X.nbytes}}],
+                       "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+    status, headers, raw = call(url, "/v2/models/task_03/infer", head + X.tobytes(),
+                                {"Inference-Header-Content-Length": str(len(head)),
+                                 "content-type": "application/octet-stream"})
+    assert status == 200
+    n = int({k.lower(): v for k, v in headers.items()}["inference-header-content-length"])
+    meta = json.loads(raw[:n])
+    out = np.frombuffer(raw[n:], np.float32).reshape(meta["outputs"][0]["shape"])
+    np.testing.assert_array_equal(out, router.infer(3, X).logits)
+
+
+def test_uint8_images_are_preprocessed(server):
+    url, router = server
+    img = np.random.default_rng(1).integers(0, 256, (1, 8, 8, 1), dtype=np.uint8)
+    body, h = jbody({"inputs": [{"name": "input", "shape": [1, 8, 8, 1], "datatype": "UINT8",
+                                 "data": img.ravel().tolist()}]})
+    res = json.loads(call(url, "/v2/models/1/infer", body, h)[2])
+    np.testing.assert_allclose(res["outputs"][0]["data"], router.infer(1, img, preprocess=True).logits.ravel(),
+                               rtol=1e-6)
+
+
+_LIE = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                               "parameters": {"binary_data_size": 256}}]}).encode()
+BAD = [
+    ("/v2/models/task_09/infer", b'{"inputs": []}', {}, 404, "unknown task"),
+    ("/v2/models/1/infer", b"{not json", {}, 400, "not valid JSON"),
+    ("/v2/models/1/infer", b'{"inputs": []}', {}, 400, "non-empty 'inputs'"),
+    ("/v2/models/1/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32",
+                                                   "data": [0.0] * 192}]}).encode(), {}, 400, "shape [N, 1, 8, 8]"),
+    ("/v2/models/1/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                                   "data": [0.0] * 3}]}).encode(), {}, 400, "does not fit shape"),
+    ("/v2/models/1/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "BF17",
+                                                   "data": []}]}).encode(), {}, 400, "datatype"),
+    ("/v2/models/1/infer", _LIE + b"\0" * 10, {"Inference-Header-Content-Length": str(len(_LIE))}, 400,
+     "binary_data_size"),  # the header says 256 bytes follow; 10 do
+    ("/v2/models/1/infer", b"{}", {"Inference-Header-Content-Length": "999"}, 400, "does not fit a body"),
+    ("/v2/models/1/infer", b"x" * (2 << 20), {}, 413, "exceeds"),
+]
+
+
+@pytest.mark.parametrize("path,body,headers,status,match", BAD)
+def test_bad_requests_get_the_right_code_and_the_service_keeps_serving(server, path, body, headers, status, match):
+    url, _ = server
+    code, _, raw = call(url, path, body, headers)
+    assert code == status and match in json.loads(raw)["error"]
+    ok, _h = jbody({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]})
+    assert call(url, "/v2/models/1/infer", ok, _h)[0] == 200
+
+
+def test_statistics_and_metrics(server):
+    url, _ = server
+    stats = json.loads(call(url, "/v2/models/task_01/stats")[2])["model_stats"][0]
+    assert stats["name"] == "task_01" and stats["execution_count"] >= 1
+    text = call(url, "/metrics")[2].decode()
+    assert 'pcl_edge_requests_total{task="task_01"}' in text and "pcl_edge_bundle_version" in text
+
+
+def test_admin_needs_the_token_and_activates_a_new_bundle_while_serving(server, bundles):  # noqa: F811
+    url, router = server
+    assert call(url, "/v2/repository/index", b"", method="POST")[0] == 401
+    assert call(url, "/v2/repository/index", b"", {"Authorization": "Bearer wrong"}, "POST")[0] == 401
+    auth = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+    assert call(url, "/v2/repository/models/task_02/load", b"", auth, "POST")[0] == 200
+    index = json.loads(call(url, "/v2/repository/index", b"", auth, "POST")[2])
+    assert {"name": "task_02", "version": "1", "state": "READY"} in index
+    bad = call(url, "/v2/admin/activate", json.dumps({"bundle": str(bundles / "missing")}).encode(), auth, "POST")
+    assert bad[0] == 400 and "does not exist" in json.loads(bad[2])["error"]
+    assert call(url, "/v2/models/task_05")[0] == 404  # v0 has 3 tasks
+    status, _, raw = call(url, "/v2/admin/activate", json.dumps({"bundle": str(bundles / "v1")}).encode(), auth,
+                          "POST")
+    assert status == 200 and json.loads(raw)["tasks"][-1] == "task_05"
+    assert call(url, "/v2/models/task_05")[0] == 200
+
+
+def test_pcl_edge_serve_runs_without_torch(bundles, tmp_path):  # noqa: F811
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch' or name.startswith('torch.'):\n"
+            "            raise ImportError('torch is not on the device')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from pcl_edge.cli import main\n"
+            f"sys.exit(main(['-q', 'serve', {str(bundles / 'v1')!r}, '--port', '{port}', '--backend', 'ort']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, status = time.time() + 60, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                status = call(f"http://127.0.0.1:{port}", "/v2/health/ready")[0]
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200, proc.stderr.read().decode() if proc.poll() is not None else "no answer"
+        body, h = jbody({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                     "data": [0.0] * 64}]})
+        assert call(f"http://127.0.0.1:{port}", "/v2/models/task_04/infer", body, h)[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
