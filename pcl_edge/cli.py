@@ -232,6 +232,9 @@ def _serve_parser(sub) -> None:
     p.add_argument("--memory-budget", type=float, metavar="MB", help="LRU budget for loaded models")
     p.add_argument("--token-file", help="file holding the bearer token that admin calls need")
     p.add_argument("--max-body-mb", type=float, default=16)
+    p.add_argument("--serial", metavar="PORT", help="also answer framed requests on this serial port "
+                                                    "(e.g. /dev/ttyTHS1; protocol in deploy/README.md)")
+    p.add_argument("--baud", type=int, default=115200)
 
 
 def cmd_serve(args) -> int:
@@ -249,6 +252,14 @@ def cmd_serve(args) -> int:
     router = Router(args.bundle, backend=args.backend, memory_budget_bytes=budget)
     log.info("serving %d tasks of bundle version %s on http://%s:%d (backend %s)", len(router.tasks()),
              router.version.bundle_version, args.host, args.port, args.backend)
+    if args.serial:
+        import threading
+
+        from .runtime.serial_server import SerialServer, open_port
+
+        serial_server = SerialServer(router, open_port(args.serial, args.baud))
+        threading.Thread(target=serial_server.serve_forever, name="serial", daemon=True).start()
+        log.info("serial transport on %s at %d baud", args.serial, args.baud)
     serve(router, args.host, args.port, token, int(args.max_body_mb * 2**20))
     return 0
 
