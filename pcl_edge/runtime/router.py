@@ -69,6 +69,7 @@ class Router:
         self.workdir = Path(workdir) if workdir else None
         self._lock = threading.RLock()
         self._load_locks: dict[int, threading.Lock] = {}
+        self._sizes: dict[str, int] = {}  # model sha256 -> bytes measured at its first load (RSS is noisy later)
         self.stats: dict[int, TaskStats] = {}
         self._active: _Version | None = None
         self.activate(bundle)
@@ -135,6 +136,7 @@ class Router:
                 if s is not None:
                     return s
             s = open_session(self.backend, version.root, task, **self.backend_options)
+            s.nbytes = self._sizes.setdefault(task["sha256"], s.nbytes)
             if self.budget is not None and s.nbytes > self.budget:
                 s.close()
                 raise ServiceUnavailable(f"task {tid} needs {s.nbytes / 2**20:.1f} MiB, more than the whole memory "

@@ -100,10 +100,8 @@ class FrameReader:
         self.skipped = 0  # garbage bytes dropped while re-synchronising
 
     def _fill(self, n: int, deadline: float) -> bool:
-        while len(self.buf) < n:
-            if time.monotonic() > deadline:
-                return False
-            chunk = self.port.read(max(1, n - len(self.buf)))
+        while len(self.buf) < n:  # bounded by the deadline: a read returns data or waits for the port timeout
+            chunk = self.port.read(n - len(self.buf))
             if chunk:
                 self.buf += chunk
             elif time.monotonic() > deadline:
