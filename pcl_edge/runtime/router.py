@@ -150,6 +150,15 @@ class Router:
                     log.info("evicted task %s to stay within %.1f MiB", victim, self.budget / 2**20)
             return s
 
+    def set_memory_budget(self, nbytes: int | None) -> None:
+        """Change the budget; sessions over it are evicted least recently used first."""
+        with self._lock:
+            self.budget = nbytes
+            sessions = self.version.sessions
+            while nbytes is not None and len(sessions) > 0 and sum(s.nbytes for s in sessions.values()) > nbytes:
+                victim, _ = sessions.popitem(last=False)
+                self.stats[victim].evictions += 1
+
     def load(self, model: str | int) -> Session:
         return self._session(self.version, self.resolve(model))
 

@@ -119,11 +119,11 @@ class FrameReader:
             keep = 1 if self.buf[-1:] == MAGIC[:1] else 0  # a magic split across two reads
             self.skipped += len(self.buf) - keep
             del self.buf[: len(self.buf) - keep]
-            if time.monotonic() > deadline:
-                return None
             chunk = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 1))
             if chunk:
                 self.buf += chunk
+            elif time.monotonic() > deadline:
+                return None
 
     def _frame(self) -> Frame:
         deadline = time.monotonic() + self.frame_timeout
