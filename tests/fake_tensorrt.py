@@ -128,6 +128,7 @@ def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok:
 
     class Engine:
         num_io_tensors = 2
+        device_memory_size = 4096
 
         def get_tensor_name(self, i):
             return ["input", "logits"][i]
@@ -164,7 +165,11 @@ class FakeCuda:
         self.live.remove(ptr)
 
     def upload(self, ptr, host):
-        pass
+        self.calls.append(("upload", ptr, host.shape))
+
+    def download(self, host, ptr):
+        host[...] = 0.5  # what the "GPU" computed
+        self.calls.append(("download", ptr, host.shape))
 
     def stream(self):
         return "stream0"

@@ -179,3 +179,29 @@ def test_the_device_side_never_imports_torch(bundles):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "(1, 2) False"
+
+
+def test_tensorrt_session_logic_against_a_fake_tensorrt(bundles, tmp_path, monkeypatch):  # noqa: F811
+    from pcl_edge.export import tensorrt_builder
+    from pcl_edge.runtime.backends import open_session
+    from tests.fake_tensorrt import FakeCuda, make_fake_tensorrt
+
+    monkeypatch.setattr(tensorrt_builder, "gpu_name", lambda: "Orin (nvgpu)")
+    trt, cuda = make_fake_tensorrt(), FakeCuda()
+    import json as _json
+
+    task = _json.loads((bundles / "v1" / "manifest.json").read_text())["tasks"][2]
+    s = open_session("tensorrt", bundles / "v1", task, trt=trt, cuda=cuda, max_batch=4, cache_dir=tmp_path)
+    assert s.name == "tensorrt:fp16" and s.nbytes > 4096  # device memory + plan + I/O buffers
+    out = s.run(np.zeros((3, 1, 8, 8), np.float32))
+    assert out.shape == (3, 2) and np.all(out == 0.5)
+    assert ("set_input_shape", "input", (3, 1, 8, 8)) in trt.calls
+    assert [c[0] for c in cuda.calls if c[0] in ("upload", "download")][-2:] == ["upload", "download"]
+    assert list(tmp_path.glob("*.engine"))  # built on this device and cached
+    with pytest.raises(ValueError, match="max batch 4"):
+        s.run(np.zeros((5, 1, 8, 8), np.float32))
+    trt.calls.clear()
+    open_session("tensorrt", bundles / "v1", task, trt=trt, cuda=FakeCuda(), max_batch=4, cache_dir=tmp_path)
+    assert "build_serialized_network" not in [c[0] for c in trt.calls]  # the cached engine is reused
+    s.close()
+    assert not cuda.live

@@ -4,6 +4,7 @@ through cuda-python (no torch)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ class TensorRTSession:
         self.ctx.set_tensor_address(self._in, self._in_ptr)
         self.ctx.set_tensor_address(self._out, self._out_ptr)
         self.stream = cuda.stream()
+        self._lock = threading.Lock()  # one execution context: one request at a time on it
         self.name = f"tensorrt:{precision}"
         device_mem = getattr(self.engine, "device_memory_size_v2", None) or getattr(self.engine,
                                                                                     "device_memory_size", 0)
@@ -46,13 +48,14 @@ class TensorRTSession:
         if n > self.max_batch:  # the router splits larger batches; this is the engine's profile limit
             raise ValueError(f"batch {n} > engine max batch {self.max_batch}")
         x = np.ascontiguousarray(x, np.float32)
-        self.ctx.set_input_shape(self._in, (n, *self._chw))
-        self.cuda.upload(self._in_ptr, x)
-        if not self.ctx.execute_async_v3(self.stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        self.cuda.sync(self.stream)
         out = np.empty((n, self._classes), np.float32)
-        self.cuda.download(out, self._out_ptr)
+        with self._lock:
+            self.ctx.set_input_shape(self._in, (n, *self._chw))
+            self.cuda.upload(self._in_ptr, x)
+            if not self.ctx.execute_async_v3(self.stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            self.cuda.sync(self.stream)
+            self.cuda.download(out, self._out_ptr)
         return out
 
     def close(self) -> None:
