@@ -194,13 +194,11 @@ def test_triton_repository_matches_the_onnx_graphs(run_dir, tmp_path):
 
 def test_bundle_verification_needs_no_torch(bundle):
     """The device verifies bundles too, and the device has no torch."""
-    import subprocess
-    import sys
 
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from pcl_edge.export import verify_bundle\n"
-            f"print(len(verify_bundle({str(bundle)!r})['tasks']))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    from tests._isolation import run_without
+
+    res = run_without(("torch",), "from pcl_edge.export import verify_bundle\n"
+                                  f"print(len(verify_bundle({str(bundle)!r})['tasks']))")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "2"
 

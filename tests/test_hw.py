@@ -216,35 +216,31 @@ def test_generated_onnx_graphs_are_valid_and_match_the_exported_structure():
 
 def test_prediction_imports_no_runtime():
     """nn-Meter's rule: predicting never touches the measuring side (no onnxruntime, tensorrt or torch)."""
-    import subprocess
-    import sys
     from pathlib import Path
 
+    from tests._isolation import run_without
+
     root = Path(__file__).resolve().parents[1]
-    code = ("import sys\n"
-            "for m in ('torch', 'onnxruntime', 'tensorrt', 'onnx'): sys.modules[m] = None\n"
-            "from pcl_edge.hw.predictor import LatencyPredictor\n"
-            "from pcl_edge.hw.profile import load_profile\n"
-            "from pcl_edge.space.genome import Genome\n"
-            f"p = LatencyPredictor(load_profile({str(root / 'hw_profiles/jetson-orin-nx-16gb.yaml')!r}), (3, 32, 32))\n"
-            "print(p.predict(Genome.parse('d2_w8_p1_x-_s0:dws-k3_s1:dws-k3')) > 0)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    res = run_without(("torch", "onnxruntime", "tensorrt", "onnx"),
+                      "from pcl_edge.hw.predictor import LatencyPredictor\n"
+                      "from pcl_edge.hw.profile import load_profile\n"
+                      "from pcl_edge.space.genome import Genome\n"
+                      f"p = LatencyPredictor(load_profile({str(root / 'hw_profiles/jetson-orin-nx-16gb.yaml')!r}), "
+                      "(3, 32, 32))\nprint(p.predict(Genome.parse('d2_w8_p1_x-_s0:dws-k3_s1:dws-k3')) > 0)")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "True"
 
 
 def test_profiling_needs_no_torch():
     """`pcl-edge profile` runs on the target device, which has onnx and a runtime but no torch."""
-    import subprocess
-    import sys
 
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "import numpy as np\n"
-            "from pcl_edge.hw.profiling import sample_genomes\n"
-            "from pcl_edge.hw.onnx_graphs import genome_model\n"
-            "gs = sample_genomes((3, 32, 32), 5, np.random.default_rng(0))\n"
-            "print(len(gs), len(genome_model(gs[0], (3, 32, 32))) > 100)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    from tests._isolation import run_without
+
+    res = run_without(("torch",), "import numpy as np\n"
+                      "from pcl_edge.hw.profiling import sample_genomes\n"
+                      "from pcl_edge.hw.onnx_graphs import genome_model\n"
+                      "gs = sample_genomes((3, 32, 32), 5, np.random.default_rng(0))\n"
+                      "print(len(gs), len(genome_model(gs[0], (3, 32, 32))) > 100)")
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["5", "True"]
 

@@ -1,7 +1,5 @@
 import json
 import shutil
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -166,17 +164,11 @@ def test_tar_bundles_are_unpacked_safely(bundles, tmp_path):
 
 
 def test_the_device_side_never_imports_torch(bundles):
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'torch' or name.startswith('torch.'):\n"
-            "            raise ImportError('torch is not on the device')\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "import numpy as np\n"
-            "from pcl_edge.runtime import Router\n"
-            f"r = Router({str(bundles / 'v1')!r}, backend='auto')\n"
-            "print(r.infer(1, np.zeros((1, 1, 8, 8), np.float32)).logits.shape, 'torch' in sys.modules)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    from tests._isolation import run_without
+
+    res = run_without(("torch",), "import sys\nimport numpy as np\nfrom pcl_edge.runtime import Router\n"
+                      f"r = Router({str(bundles / 'v1')!r}, backend='auto')\n"
+                      "print(r.infer(1, np.zeros((1, 1, 8, 8), np.float32)).logits.shape, 'torch' in sys.modules)")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "(1, 2) False"
 
