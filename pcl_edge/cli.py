@@ -264,6 +264,19 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="an HTML page (images embedded) and PNGs of a finished run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", help="folder for index.html and the PNGs (default RUN_DIR/report)")
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    sys.stdout.write(f"{build_report(args.run_dir, args.out)}\n")
+    return 0
+
+
 def cmd_build_engines(args) -> int:
     from .export.tensorrt_builder import BuildOptions, build_engines
 
@@ -307,11 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     _engines_parser(sub)
     _profile_parser(sub)
     _serve_parser(sub)
+    _report_parser(sub)
     return parser
 
 
 COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "build-engines": cmd_build_engines,
-            "profile": cmd_profile, "serve": cmd_serve}
+            "profile": cmd_profile, "serve": cmd_serve, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
