@@ -8,7 +8,6 @@ import base64
 import csv
 import html
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -69,18 +68,16 @@ def candidates_plot(task: dict, rows: list[dict], path: Path) -> str:
     return _save(fig, path)
 
 
-def progress_plot(events: list[dict], path: Path) -> str:
+def progress_plot(curves: dict[int, list[float]], path: Path) -> str:
+    """Best validation accuracy in the population per generation (0 = the initial or inherited population)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    by_task: dict[int, list[tuple[int, float]]] = {}
-    for e in events:
-        if e.get("event") == "generation":
-            by_task.setdefault(e["task"], []).append((e["generation"], e["best_val_acc"]))
-    for task, pts in sorted(by_task.items()):
-        g, v = zip(*sorted(pts))
-        ax.plot(g, v, "o-", ms=3, label=f"task {task}")
-    ax.set(xlabel="generation", ylabel="best validation accuracy in the population", title="search progress")
-    if by_task:
+    for task, curve in sorted(curves.items()):
+        ax.plot(range(len(curve)), curve, "o-", ms=3, label=f"task {task}")
+    ax.set(xlabel="generation (0: initial / inherited population)", ylabel="best validation accuracy",
+           title="search progress")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if curves:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
@@ -95,14 +92,17 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not (run / "summary.json").is_file():
         raise FileNotFoundError(f"{run} has no summary.json: finish (or --resume) the run before reporting")
     summary = read_json(run / "summary.json")
-    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()] \
-        if (run / "events.jsonl").exists() else []
     folder = Path(out) if out else run / "report"
     folder.mkdir(parents=True, exist_ok=True)
     images = [("Accuracy matrix (above the diagonal: the model carried into a task with a fresh head, before any "
                "training on it, as GEM's FWT uses)", accuracy_heatmap(summary, folder / "accuracy_matrix.png"))]
-    if any(e.get("event") == "generation" for e in events):
-        images.append(("Search progress", progress_plot(events, folder / "search_progress.png")))
+    curves = {}
+    for t in summary["tasks"]:
+        metrics = run / "experts" / f"task_{t['id']:02d}" / "metrics.json"
+        if metrics.exists() and read_json(metrics).get("val_curve"):
+            curves[t["id"]] = read_json(metrics)["val_curve"]
+    if curves:
+        images.append(("Search progress", progress_plot(curves, folder / "search_progress.png")))
     for task in summary["tasks"]:
         csv_path = run / "pareto" / f"task_{task['id']:02d}.csv"
         if csv_path.exists():
