@@ -160,6 +160,8 @@ class PCLLearner(ExpertLearner):
                 pop = self._inherited_population(t, prev)
             own.update(task=t, generation=0, population=pop, search_s=time.perf_counter() - start,
                        best_curve=[max(i.val_acc for i in pop)])
+            self.run.event("population", task=t + 1, inherited=bool(t and self.inherit_population and prev),
+                           members=[i.record() for i in pop], best_val_acc=round(own["best_curve"][0], 6))
             self.save()
         while own["generation"] < self.cfg.generations:
             start = time.perf_counter()
