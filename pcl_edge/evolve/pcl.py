@@ -33,6 +33,12 @@ class LatencyBudgetError(ValueError):
     """A latency budget that no individual can meet."""
 
 
+def task_space(cfg, task) -> SearchSpace:
+    """The search space of one task (a data.Task): its input decides channels and how many downsamplings fit."""
+    return SearchSpace(in_channels=task.spec.shape[0], input_size=min(task.spec.shape[1:]),
+                       num_classes=task.num_classes, max_depth=cfg.max_depth, max_params=cfg.max_params)
+
+
 def check_latency_budget(cfg, stream) -> None:
     """Stop before any work (and before a run directory exists) when even the fastest genome of the search space
     cannot meet the budget on some task; the message says the smallest budget that can."""
@@ -43,9 +49,7 @@ def check_latency_budget(cfg, stream) -> None:
 
     profile, limit = load_profile(cfg.target), cfg.latency_budget_ms * (1 - cfg.latency_margin)
     for task in stream.tasks:
-        space = SearchSpace(in_channels=task.spec.shape[0], input_size=min(task.spec.shape[1:]),
-                            num_classes=task.num_classes, max_depth=cfg.max_depth, max_params=cfg.max_params)
-        fastest = LatencyPredictor(profile, task.spec.shape, task.num_classes).predict(space.smallest())
+        fastest = LatencyPredictor(profile, task.spec.shape, task.num_classes).predict(task_space(cfg, task).smallest())
         if fastest > limit:
             raise LatencyBudgetError(
                 f"latency budget {cfg.latency_budget_ms:g} ms (minus the {cfg.latency_margin:.0%} margin: "
@@ -58,10 +62,7 @@ class PCLLearner(ExpertLearner):
     inherit_population = True
 
     def space_for(self, t: int) -> SearchSpace:
-        task = self.tasks[t]
-        spec = self.stream.tasks[t].spec
-        return SearchSpace(in_channels=task.in_channels, input_size=min(spec.shape[1:]), num_classes=task.num_classes,
-                           max_depth=self.cfg.max_depth, max_params=self.cfg.max_params)
+        return task_space(self.cfg, self.stream.tasks[t])
 
     # -- latency (when a target profile is given) ----------------------------------------------------------------
     @cached_property
