@@ -108,11 +108,12 @@ class Router:
     def tasks(self) -> list[dict]:
         return list(self.version.manifest["tasks"])
 
-    def resolve(self, model: str | int) -> dict:
-        """A task by id (3), its string ("3") or its name ("task_03")."""
-        task = self.version.by_key.get(str(model))
+    def resolve(self, model: str | int, version: _Version | None = None) -> dict:
+        """A task by id (3), its string ("3") or its name ("task_03"), in ``version`` (default: the active one)."""
+        version = version or self.version
+        task = version.by_key.get(str(model))
         if task is None:
-            known = ", ".join(t["name"] for t in self.version.manifest["tasks"])
+            known = ", ".join(t["name"] for t in version.manifest["tasks"])
             raise UnknownTask(f"unknown task {model!r}; this bundle serves {known}")
         return task
 
@@ -193,7 +194,7 @@ class Router:
 
     def infer(self, model: str | int, x: np.ndarray, preprocess: bool = False, top_k: int = 0) -> InferResult:
         version = self.version  # this request finishes on the version it started with
-        task = self.resolve(model)
+        task = self.resolve(model, version)
         stats = self.stats[task["id"]]
         start = time.perf_counter_ns()
         try:
