@@ -161,12 +161,7 @@ class ExpertLearner(Learner):
 
     def model_for(self, t: int) -> nn.Module:
         if t not in self._models:
-            from ..space import Genome, build_network
-
-            blob = self.run.load_expert(self.stream.tasks[t].id)
-            net = build_network(Genome.parse(blob["genome"]), blob["in_channels"], blob["num_classes"])
-            net.load_state_dict(blob["state_dict"])
-            self._models[t] = frozen_copy(net)
+            self._models[t] = frozen_copy(self.run.load_expert_net(self.stream.tasks[t].id)[0])
         return self._models[t]
 
     def task_record(self, t: int) -> dict:

@@ -139,6 +139,15 @@ class RunDir:
         return torch.load(self.expert_dir(task_id) / "model.pt", map_location="cpu", weights_only=False) | {
             "metrics": meta}
 
+    def load_expert_net(self, task_id: int) -> tuple[torch.nn.Module, dict]:
+        """The archived expert as an eval-mode network (weights checked against their sha256) and its blob."""
+        from ..space import Genome, build_network
+
+        blob = self.load_expert(task_id)
+        net = build_network(Genome.parse(blob["genome"]), blob["in_channels"], blob["num_classes"])
+        net.load_state_dict(blob["state_dict"])
+        return net.eval(), blob
+
     def clean_partial(self) -> None:
         """Remove temporary leftovers of an interrupted write (never a finished expert)."""
         for p in (self.path / "experts").glob(".task_*") if (self.path / "experts").exists() else []:

@@ -7,12 +7,8 @@ import numpy as np
 
 def load_expert_net(run, task_id: int):
     """The frozen network of ``task_id`` (its sha256 checked by RunDir) and its input spec."""
-    from ..space import Genome, build_network
-
-    blob = run.load_expert(task_id)
-    net = build_network(Genome.parse(blob["genome"]), blob["in_channels"], blob["num_classes"])
-    net.load_state_dict(blob["state_dict"])
-    return net.eval(), blob["input_spec"]
+    net, blob = run.load_expert_net(task_id)
+    return net, blob["input_spec"]
 
 
 def validation_images(run, n: int) -> dict[int, np.ndarray]:
