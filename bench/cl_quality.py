@@ -1,0 +1,209 @@
+"""Continual-learning quality: ``pcl``, ``pcl-scratch``, ``fixed``, ``finetune`` and ``joint`` on one task stream
+under one wall-clock budget: ACC, BWT, FWT, forgetting, total parameters, per-expert predicted and measured
+latency, wall time. Prints a table; writes JSON (bench/results/cl_quality-<data>.json unless --json).
+
+    python bench/cl_quality.py                                    # Split Digits, preset cpu
+    python bench/cl_quality.py --data imagefolder:../shared/data/cifar10-train-jpg.tar.xz --out runs/bench-cifar
+    python bench/cl_quality.py --quick                            # smoke run: preset tiny on Split Digits
+
+The budget: ``pcl`` runs first at the preset; its wall time B is the stream's budget (or ``--budget-s``).
+``pcl-scratch`` runs the same search configuration (same population, generations, proxy and final steps) and its
+wall time is reported next to B. ``fixed``, ``finetune`` and ``joint`` train one hand-picked network (the config's
+``genome``); their steps are set so that they spend B: the seconds per training step of that network are measured
+first (same trainer, same threads), then steps per task = B / (tasks x s/step). ``joint`` trains all tasks at once
+with the same total number of steps (its steps cost the same: one task's batch each, round robin).
+
+Latency, per expert: *predicted* from ``--profile`` (default the shipped measured CPU profile) and *measured* here
+with onnxruntime CPU at the profile's thread count (median; the network is built from the genome, since latency
+does not depend on the weights). A ``--target``/``--latency-budget`` pair is passed to the two searches; the
+baselines cannot obey one, so their latency is reported against it.
+
+``--reuse``: a strategy whose run directory under ``--out`` already has a summary.json is read, not rerun (its date
+is recorded), so a long comparison can be completed over several sessions; the baselines still to run then get the
+steps of a reused baseline, so all three spend the same budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import _common
+
+from pcl_edge.data import build_stream
+from pcl_edge.evolve import evolve, preset_config
+from pcl_edge.evolve.rundir import RunDir
+from pcl_edge.evolve.trainer import TensorTask, build_seeded, train
+from pcl_edge.space import Genome
+from pcl_edge.space.cost import genome_params
+
+STRATEGIES = ("pcl", "pcl-scratch", "fixed", "finetune", "joint")
+SEARCHES = ("pcl", "pcl-scratch")
+SHARED_TRUNK = ("finetune", "joint")
+DEFAULT_PROFILE = _common.ROOT / "hw_profiles" / "cpu-ort-epyc-2core.yaml"
+
+
+def seconds_per_step(cfg, probe_steps: int) -> float:
+    """Mean seconds per training step of cfg.genome on task 1 (``probe_steps`` steps after 5 warm-up steps), with
+    the trainer and batch size the baselines use."""
+    task = TensorTask.from_task(build_stream(cfg.data, cfg.tasks, cfg.seed).tasks[0])
+    net = build_seeded(Genome.parse(cfg.genome), task.in_channels, task.num_classes, 0)
+    train(net, task.train, dataclasses.replace(cfg.final, steps=5), 0)
+    start = time.perf_counter()
+    train(net, task.train, dataclasses.replace(cfg.final, steps=probe_steps), 0)
+    return (time.perf_counter() - start) / probe_steps
+
+
+def run_strategy(cfg, out: Path, reuse: bool) -> dict:
+    if reuse and (out / "summary.json").is_file():
+        summary = json.loads((out / "summary.json").read_text())
+        stored = json.loads((out / "config.json").read_text())
+        done = [e["time"] for e in RunDir(out).events() if e["event"] == "done"]
+        finished = done[-1] if done else (out / "summary.json").stat().st_mtime
+        summary["reused"] = {"from": str(out), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
+                             "final_steps": stored.get("final", {}).get("steps")}
+        logging.warning("%s: reusing %s (finished %s)", cfg.strategy, out, summary["reused"]["finished"])
+        return summary
+    start = time.perf_counter()
+    summary = evolve(cfg, out=out, progress=False)
+    summary["process_s"] = round(time.perf_counter() - start, 2)  # including data loading and stream building
+    return summary
+
+
+def total_params(summary: dict, in_channels: int) -> int:
+    """Every parameter a device holds to answer all tasks: the experts' sum, or one trunk plus a head per task."""
+    tasks = summary["tasks"]
+    if summary["strategy"] not in SHARED_TRUNK:
+        return int(sum(t["params"] for t in tasks))
+    g = Genome.parse(tasks[0]["genome"])
+    trunk = genome_params(g, in_channels, len(tasks[0]["classes"])) - (g.out_channels + 1) * len(tasks[0]["classes"])
+    return int(trunk + sum((g.out_channels + 1) * len(t["classes"]) for t in tasks))
+
+
+class Latency:
+    """Predicted (profile) and measured (onnxruntime CPU here) batch-1 latency of a genome, cached per genome."""
+
+    def __init__(self, profile_path: Path, shape: tuple[int, int, int], iterations: int) -> None:
+        from pcl_edge.hw.backends import create_backend
+        from pcl_edge.hw.profile import load_profile
+
+        self.profile = load_profile(profile_path)
+        self.shape = shape
+        self.threads = int(self.profile.measurement.get("intra_op_threads", 1))
+        self.backend = create_backend("ort-cpu", threads=self.threads, warmup=30, iterations=iterations)
+        self._cache: dict[tuple[str, int], tuple[float, float]] = {}
+
+    def __call__(self, genome: str, num_classes: int) -> tuple[float, float]:
+        from pcl_edge.hw.onnx_graphs import genome_model
+        from pcl_edge.hw.predictor import LatencyPredictor
+
+        key = (genome, num_classes)
+        if key not in self._cache:
+            g = Genome.parse(genome)
+            predicted = LatencyPredictor(self.profile, self.shape, num_classes).predict(g)
+            measured = self.backend.measure(genome_model(g, self.shape, num_classes)).median
+            self._cache[key] = (round(predicted, 6), round(measured, 6))
+        return self._cache[key]
+
+
+def main() -> None:
+    ap = _common.parser(__doc__)
+    ap.add_argument("--data", default="digits")
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="run directories go here (default: a new folder under /tmp)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset, pcl first")
+    ap.add_argument("--budget-s", type=float, help="wall-clock budget per stream (default: what pcl took)")
+    ap.add_argument("--profile", default=str(DEFAULT_PROFILE), help="hardware profile for predicted latency")
+    ap.add_argument("--target", help="profile the searches optimise latency on (with --latency-budget)")
+    ap.add_argument("--latency-budget", type=float, help="ms on --target; needs --target")
+    ap.add_argument("--iterations", type=int, default=300, help="timed onnxruntime calls per expert")
+    ap.add_argument("--reuse", action="store_true", help="read finished runs under --out instead of rerunning them")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    preset = "tiny" if args.quick else args.preset
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        ap.error(f"unknown strategies {unknown}; choose from {STRATEGIES}")
+    if args.budget_s is None and any(s not in SEARCHES for s in strategies) and "pcl" not in strategies:
+        ap.error("without pcl in --strategies, give --budget-s")
+    if args.out:
+        out = Path(args.out)
+    else:
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="bench-cl-quality-"))
+    search_opts = {"target": args.target, "latency_budget_ms": args.latency_budget}
+
+    summaries: dict[str, dict] = {}
+    budget = args.budget_s
+    for s in (s for s in STRATEGIES if s in strategies and s in SEARCHES):
+        summaries[s] = run_strategy(preset_config(preset, args.data, seed=args.seed, strategy=s, **search_opts),
+                                    out / s, args.reuse)
+        if s == "pcl" and budget is None:
+            budget = summaries[s]["wall_s"]
+    baselines = [s for s in STRATEGIES if s in strategies and s not in SEARCHES]
+    sps = steps = None
+    if baselines:
+        base_cfg = preset_config(preset, args.data, seed=args.seed, strategy="fixed")
+        n_tasks = len(build_stream(args.data, base_cfg.tasks, args.seed))
+        stored = [json.loads((out / s / "config.json").read_text())["final"]["steps"] for s in baselines
+                  if args.reuse and (out / s / "summary.json").is_file()]
+        if stored:  # a baseline already ran: the others get its steps, so all three spend the same budget
+            steps = stored[0]
+        else:
+            sps = seconds_per_step(base_cfg, 10 if args.quick else 40)
+            steps = max(1, int(budget / (n_tasks * sps)))
+        logging.warning("budget %.1f s; %s: %s ms/step -> %d steps per task", budget, base_cfg.genome,
+                        "reused" if sps is None else f"{sps * 1e3:.1f}", steps)
+        for s in baselines:
+            cfg = preset_config(preset, args.data, seed=args.seed, strategy=s)
+            cfg = dataclasses.replace(cfg, final=dataclasses.replace(cfg.final, steps=steps))
+            summaries[s] = run_strategy(cfg, out / s, args.reuse)
+
+    stream = build_stream(args.data, preset_config(preset, args.data).tasks, args.seed)
+    shape = tuple(stream.tasks[0].spec.shape)
+    latency = Latency(Path(args.profile), shape, 50 if args.quick else args.iterations)
+    rows, experts = [], []
+    for s in (s for s in STRATEGIES if s in summaries):
+        sm = summaries[s]
+        per_task = []
+        for t in sm["tasks"]:
+            pred, meas = latency(t["genome"], len(t["classes"]))
+            per_task.append({"task": t["id"], "genome": t["genome"], "params": t["params"],
+                             "test_acc": sm["accuracy_matrix"][-1][t["id"] - 1], "predicted_ms": pred,
+                             "measured_ms": meas})
+        sm["experts_latency"] = per_task
+        sm["total_params"] = total_params(sm, shape[0])
+        worst = max(per_task, key=lambda e: e["measured_ms"])
+        rows.append([s, sm["acc"], sm["bwt"], sm["fwt"], sm["forgetting"], sm["total_params"],
+                     statistics.median(e["predicted_ms"] for e in per_task), worst["measured_ms"],
+                     round(sm["wall_s"]), "reused" if "reused" in sm else "this run"])
+        experts += [[s, e["task"], e["genome"], e["params"], e["test_acc"], e["predicted_ms"], e["measured_ms"]]
+                    for e in per_task]
+    headers = ["strategy", "ACC", "BWT", "FWT", "forgetting", "total params", "median predicted ms",
+               "max measured ms", "wall s", "run"]
+    text = (f"{args.data}, preset {preset}, seed {args.seed}; budget B = {budget:.0f} s"
+            + (f"; baselines: {steps} steps per task" if steps else "")
+            + (f" at {sps * 1e3:.1f} ms/step measured" if sps else "") + "\n\n"
+            + _common.table(headers, rows) + "\n\nper expert (latency: batch 1, "
+            + f"predicted by {latency.profile.name}, measured with onnxruntime CPU, {latency.threads} thread(s)):\n\n"
+            + _common.table(["strategy", "task", "genome", "params", "test acc", "predicted ms", "measured ms"],
+                            experts))
+    if args.latency_budget:
+        text += f"\n\nlatency budget {args.latency_budget} ms on {args.target}"
+    kind = args.data.partition(":")[0]
+    name = "cl_quality-" + ("cifar10" if kind == "imagefolder" and "cifar" in args.data.lower() else kind)
+    result = {"data": args.data, "preset": preset, "seed": args.seed, "budget_s": budget, "out": str(out),
+              "baseline_genome": preset_config(preset, args.data).genome, "baseline_steps_per_task": steps,
+              "baseline_seconds_per_step": sps, "profile": str(args.profile), "strategies": summaries}
+    _common.write(name, args, result, text)
+
+
+if __name__ == "__main__":
+    main()
