@@ -6,6 +6,7 @@ A bench script is run as ``python bench/NAME.py``, so this module is importable 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -60,10 +61,8 @@ def provenance() -> dict:
     """Where and how a figure was measured: enough to tell two results apart and to rerun one."""
     versions = {}
     for name in _PACKAGES:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = None
     try:
