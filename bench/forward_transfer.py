@@ -2,15 +2,18 @@
 freshly initialised one (``pcl-scratch``) ends with, in less search time. Same config, same seed, side by side.
 
     python bench/forward_transfer.py [--data digits] [--preset cpu]
+    python bench/forward_transfer.py --runs PCL_RUN SCRATCH_RUN   (analyse two finished runs, e.g. cl_quality's)
+    python bench/forward_transfer.py --quick                       (preset tiny)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
 from pathlib import Path
+
+import _common
 
 from pcl_edge.evolve import evolve, preset_config
 
@@ -31,28 +34,35 @@ def timeline(run: Path) -> dict[int, list[tuple[float, float]]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__)
     ap.add_argument("--data", default="digits")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runs", nargs=2, metavar=("PCL_RUN", "SCRATCH_RUN"), help="analyse these instead of running")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    work = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
-    for strategy in ("pcl", "pcl-scratch"):
-        evolve(preset_config(args.preset, args.data, seed=args.seed, strategy=strategy), out=work / strategy,
-               progress=False)
-    pcl, scratch = timeline(work / "pcl"), timeline(work / "pcl-scratch")
-    print("| task | pcl-scratch final val | its search s | pcl reaches it at s | pcl final val | faster |")
-    print("|---|---|---|---|---|---|")
-    wins = 0
+    if args.runs:
+        runs = [Path(r) for r in args.runs]
+    else:
+        work = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
+        runs = [work / "pcl", work / "pcl-scratch"]
+        for strategy, out in zip(("pcl", "pcl-scratch"), runs):
+            evolve(preset_config("tiny" if args.quick else args.preset, args.data, seed=args.seed, strategy=strategy),
+                   out=out, progress=False)
+    pcl, scratch = timeline(runs[0]), timeline(runs[1])
+    rows, wins = [], 0
     for task in sorted(pcl)[1:]:
         goal, scratch_s = scratch[task][-1][1], scratch[task][-1][0]
         reach = next((t for t, v in pcl[task] if v >= goal), None)
         faster = reach is not None and reach < scratch_s
         wins += faster
-        print(f"| {task} | {goal:.4f} | {scratch_s:.1f} | {'never' if reach is None else f'{reach:.1f}'} | "
-              f"{pcl[task][-1][1]:.4f} | {faster} |")
-    print(f"inherited population faster on {wins} of {len(pcl) - 1} tasks; runs in {work}")
+        rows.append([task, goal, round(scratch_s, 1), "never" if reach is None else round(reach, 1), pcl[task][-1][1],
+                     faster])
+    text = (_common.table(["task", "pcl-scratch final val", "its search s", "pcl reaches it at s", "pcl final val",
+                           "faster"], rows)
+            + f"\n\ninherited population faster on {wins} of {len(pcl) - 1} tasks; runs {runs[0]}, {runs[1]}")
+    _common.write("forward_transfer", args, {"runs": [str(r) for r in runs], "wins": wins, "tasks": len(pcl),
+                                             "rows": rows, "timelines": {"pcl": pcl, "pcl-scratch": scratch}}, text)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Latency-predictor throughput: distinct random genomes per second (no cache hits), on a shipped profile.
 
     python bench/predictor_throughput.py [--profile hw_profiles/jetson-orin-nano-8gb.yaml] [--n 20000]
+    python bench/predictor_throughput.py --quick     (2,000 genomes)
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
+import _common
 import numpy as np
 
 from pcl_edge.hw.kernels import genome_kernels
@@ -17,10 +18,12 @@ from pcl_edge.space import SearchSpace, mutate
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__)
     ap.add_argument("--profile", default="hw_profiles/jetson-orin-nano-8gb.yaml")
     ap.add_argument("--n", type=int, default=20000)
     args = ap.parse_args()
+    if args.quick:
+        args.n = min(args.n, 2000)
     space = SearchSpace(in_channels=3, input_size=32, max_params=10**9)
     rng = np.random.default_rng(0)
     genomes, g = set(), space.sample(rng)
@@ -36,8 +39,10 @@ def main() -> None:
     for g in genomes:
         pred.predict(g)
     dt = time.perf_counter() - start
-    print(f"{len(genomes)} distinct genomes in {dt:.3f} s: {len(genomes) / dt:,.0f} genomes/s "
-          f"(profile {args.profile}, cold caches)")
+    text = (f"{len(genomes)} distinct genomes in {dt:.3f} s: {len(genomes) / dt:,.0f} genomes/s "
+            f"(profile {args.profile}, cold caches)")
+    _common.write("predictor_throughput", args, {"profile": args.profile, "genomes": len(genomes), "seconds": dt,
+                                                 "genomes_per_s": len(genomes) / dt}, text)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,17 @@
 executor with 1 thread, side by side in one process; and whether both give the same experts.
 
     python bench/ray_speedup.py [--generations 3]
+    python bench/ray_speedup.py --quick     (1 generation, population 4, preset tiny budgets)
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 import time
 from pathlib import Path
 
+import _common
 import torch
 
 from pcl_edge.evolve import evolve, preset_config
@@ -24,14 +25,15 @@ def experts(run: Path) -> list[tuple[str, dict]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__)
     ap.add_argument("--generations", type=int, default=3)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
-    cfg = preset_config("cpu", "digits", population=8, generations=args.generations)
+    cfg = (preset_config("tiny", "digits", population=4, generations=1) if args.quick
+           else preset_config("cpu", "digits", population=8, generations=args.generations))
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     local = evolve(cfg, out=work / "local", progress=False, executor_options={"threads": 1})
@@ -46,9 +48,13 @@ def main() -> None:
     a, b = experts(work / "local"), experts(work / "ray")
     same = len(a) == len(b) and all(ga == gb and all(torch.equal(sa[k], sb[k]) for k in sa)
                                     for (ga, sa), (gb, sb) in zip(a, b))
-    print(f"local executor, 1 thread: {local_s:.1f} s (ACC {local['acc']:.4f})")
-    print(f"Ray, 2 workers x 1 thread: {ray_s:.1f} s (ACC {distributed['acc']:.4f})")
-    print(f"speed-up {local_s / ray_s:.2f}x; identical experts: {same}")
+    rows = [["local, 1 thread", round(local_s, 1), local["acc"]], ["Ray, 2 workers x 1 thread", round(ray_s, 1),
+                                                                  distributed["acc"]]]
+    text = (_common.table(["executor", "wall s", "ACC"], rows)
+            + f"\n\nspeed-up {local_s / ray_s:.2f}x; identical experts: {same}")
+    _common.write("ray_speedup", args, {"local_s": local_s, "ray_s": ray_s, "speedup": local_s / ray_s,
+                                        "identical_experts": same, "population": cfg.population,
+                                        "generations": cfg.generations}, text)
 
 
 if __name__ == "__main__":

@@ -268,12 +268,17 @@ def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="an HTML page (images embedded) and PNGs of a finished run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", help="folder for index.html and the PNGs (default RUN_DIR/report)")
+    p.add_argument("--profile", help="predict every candidate's and expert's latency with this hardware profile "
+                                     "(default: the run's --target, if it had one)")
+    p.add_argument("--measure", metavar="BACKEND", help="time each expert here with a profiling backend "
+                                                         "(ort-cpu | ort-cuda | ort-trt | tensorrt | trtexec)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for --measure")
 
 
 def cmd_report(args) -> int:
     from .report import build_report
 
-    sys.stdout.write(f"{build_report(args.run_dir, args.out)}\n")
+    sys.stdout.write(f"{build_report(args.run_dir, args.out, args.profile, args.measure, args.threads)}\n")
     return 0
 
 

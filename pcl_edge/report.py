@@ -1,6 +1,12 @@
 """``pcl-edge report RUN_DIR``: one self-contained HTML page (images embedded) plus the PNGs, for a person:
-the accuracy matrix as a heat map, each task's candidates (validation accuracy vs predicted latency, or
-parameters without a target) with the chosen expert marked, search progress per generation, and the experts."""
+the accuracy matrix as a heat map, each task's candidates and Pareto front (validation accuracy vs predicted
+latency, or parameters when no latency is known) with the chosen expert marked, search progress per generation,
+predicted vs measured latency of the experts, and a table of experts.
+
+Latency comes from three places, each said on the page: the run's own ``--target`` profile (recorded per candidate
+during the search), ``profile=`` (a profile YAML: every candidate and expert is predicted here, after the fact), and
+``measure=`` (a timing backend such as ``ort-cpu``: each expert's architecture is timed on this machine at batch 1;
+the settings and the machine are written to ``latency.json`` next to the page)."""
 
 from __future__ import annotations
 
@@ -8,11 +14,13 @@ import base64
 import csv
 import html
 import io
+import json
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ._io import read_json, write_text
+from ._io import read_json, write_json, write_text
 
 
 def _plt():
@@ -48,24 +56,95 @@ def accuracy_heatmap(summary: dict, path: Path) -> str:
     return _save(fig, path)
 
 
-def candidates_plot(task: dict, rows: list[dict], path: Path) -> str:
+def candidates_plot(task: dict, rows: list[dict], path: Path, budget_ms: float | None = None) -> str:
+    """Every candidate of the task; the non-dominated ones (max validation accuracy, min x) joined as the front."""
+    from .evolve.selection import non_dominated_sort
+
     plt = _plt()
-    x_key = "latency_ms" if rows and "latency_ms" in rows[0] else "params"
+    x_key = "latency_ms" if rows and all(r.get("latency_ms") is not None for r in rows) else "params"
     xs = np.array([float(r[x_key]) for r in rows])
     ys = np.array([float(r["val_acc"]) for r in rows])
-    front = np.array([r["rank"] == "0" for r in rows])
+    front = np.zeros(len(rows), bool)
+    front[non_dominated_sort(np.stack([-ys, xs], axis=1))[0]] = True
+    order = np.argsort(xs[front])
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.scatter(xs[~front], ys[~front], s=14, c="0.65", label="evaluated")
-    ax.scatter(xs[front], ys[front], s=22, c="C3", label="non-dominated")
+    ax.plot(xs[front][order], ys[front][order], "o-", ms=4, c="C3", lw=1, label="Pareto front")
     chosen = [r for r in rows if r["genome"] == task["genome"]]
     if chosen:
         ax.scatter([float(chosen[-1][x_key])], [float(chosen[-1]["val_acc"])], s=160, facecolors="none",
                    edgecolors="k", linewidths=1.5, label="expert (before final training)")
+    if budget_ms is not None and x_key == "latency_ms":
+        ax.axvline(budget_ms, ls="--", c="C0", lw=1, label=f"latency budget {budget_ms:g} ms")
+    if x_key == "params":
+        ax.set_xscale("log")
     ax.set(xlabel="predicted latency (ms)" if x_key == "latency_ms" else "parameters",
            ylabel="validation accuracy (proxy)", title=f"task {task['id']}: {', '.join(task['class_names'])}")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str, ylabel: str) -> str:
+    """Predicted (x) against measured (y) per expert, with y = x and a +-10 % band."""
+    plt = _plt()
+    ids, pred, meas = (np.array(v, float) for v in zip(*points))
+    lo, hi = 0.8 * min(pred.min(), meas.min()), 1.25 * max(pred.max(), meas.max())
+    line = np.geomspace(lo, hi, 50)
+    fig, ax = plt.subplots(figsize=(4.6, 4.0))
+    ax.fill_between(line, 0.9 * line, 1.1 * line, color="C2", alpha=0.15, label="within +-10 %")
+    ax.plot(line, line, c="C2", lw=1)
+    ax.scatter(pred, meas, c="C0", zorder=3)
+    for i, x, y in zip(ids, pred, meas):
+        ax.annotate(f"task {int(i)}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=xlabel, ylabel=ylabel,
+           title="expert latency, batch 1")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def task_candidates(run: Path, task_id: int) -> list[dict]:
+    """What the search evaluated on a task: the Pareto CSV when the run wrote one, else the event log (initial or
+    inherited population and every generation's children)."""
+    csv_path = run / "pareto" / f"task_{task_id:02d}.csv"
+    if csv_path.exists():
+        return list(csv.DictReader(csv_path.open()))
+    rows: list[dict] = []
+    events = run / "events.jsonl"
+    for line in events.read_text().splitlines() if events.exists() else []:
+        e = json.loads(line)
+        if e.get("task") == task_id and e["event"] in ("population", "generation"):
+            rows += e.get("members", []) + e.get("children", [])
+    return rows
+
+
+def expert_meta(run: Path, task_id: int) -> dict | None:
+    path = run / "experts" / f"task_{task_id:02d}" / "metrics.json"
+    return read_json(path) if path.exists() else None
+
+
+def measure_experts(run: Path, tasks: list[dict], backend_name: str, threads: int = 1) -> dict:
+    """Each expert's architecture timed at batch 1 with a profiling backend on this machine (latency depends on the
+    architecture, not the weights, so the torch-free genome graph is timed); with the backend's settings."""
+    import platform
+
+    from .hw.backends import create_backend
+    from .hw.onnx_graphs import genome_model
+    from .space import Genome
+
+    backend = create_backend(backend_name, threads=threads, warmup=30, iterations=200)
+    out = {"backend": backend_name, "settings": backend.settings(), "host": platform.node(),
+           "machine": platform.machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "measured_ms": {}}
+    for t in tasks:
+        meta = expert_meta(run, t["id"])
+        if meta is None:
+            continue
+        shape = tuple(meta["input_spec"]["shape"])
+        m = backend.measure(genome_model(Genome.parse(meta["genome"]), shape, meta["num_classes"]))
+        out["measured_ms"][str(t["id"])] = round(m.median, 6)
+    return out
 
 
 def progress_plot(curves: dict[int, list[float]], path: Path) -> str:
@@ -87,37 +166,79 @@ def _fmt(v) -> str:
     return "" if v is None else f"{v:.3f}"
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def build_report(run_dir: str | Path, out: str | Path | None = None, profile: str | Path | None = None,
+                 measure: str | None = None, threads: int = 1) -> Path:
     run = Path(run_dir)
     if not (run / "summary.json").is_file():
         raise FileNotFoundError(f"{run} has no summary.json: finish (or --resume) the run before reporting")
     summary = read_json(run / "summary.json")
     folder = Path(out) if out else run / "report"
     folder.mkdir(parents=True, exist_ok=True)
+    predict, predicted_on = None, summary.get("target", {}).get("name")
+    if profile is not None:
+        from .hw.predictor import LatencyPredictor
+        from .hw.profile import load_profile
+        from .space import Genome
+
+        prof = load_profile(profile)
+        predicted_on = f"{prof.name} ({prof.source}, given to the report)"
+
+        def predict(genome: str, meta: dict) -> float:
+            return round(LatencyPredictor(prof, tuple(meta["input_spec"]["shape"]), meta["num_classes"])
+                         .predict(Genome.parse(genome)), 6)
+    elif predicted_on:
+        predicted_on = f"{predicted_on} ({summary['target'].get('source')}, the run's search target)"
+
     images = [("Accuracy matrix (above the diagonal: the model carried into a task with a fresh head, before any "
                "training on it, as GEM's FWT uses)", accuracy_heatmap(summary, folder / "accuracy_matrix.png"))]
     curves = {}
     for t in summary["tasks"]:
-        metrics = run / "experts" / f"task_{t['id']:02d}" / "metrics.json"
-        if metrics.exists() and read_json(metrics).get("val_curve"):
-            curves[t["id"]] = read_json(metrics)["val_curve"]
+        meta = expert_meta(run, t["id"])
+        if meta and meta.get("val_curve"):
+            curves[t["id"]] = meta["val_curve"]
     if curves:
         images.append(("Search progress", progress_plot(curves, folder / "search_progress.png")))
+    budget = summary.get("target", {}).get("latency_budget_ms")
+    predicted: dict[int, float] = {}
     for task in summary["tasks"]:
-        csv_path = run / "pareto" / f"task_{task['id']:02d}.csv"
-        if csv_path.exists():
-            rows = list(csv.DictReader(csv_path.open()))
-            images.append((f"Task {task['id']} candidates",
-                           candidates_plot(task, rows, folder / f"candidates_task_{task['id']:02d}.png")))
-    lat = "target" in summary
+        rows, meta = task_candidates(run, task["id"]), expert_meta(run, task["id"])
+        if predict is not None and meta is not None:
+            rows = [r | {"latency_ms": predict(r["genome"], meta)} for r in rows]
+            predicted[task["id"]] = predict(task["genome"], meta)
+        elif task.get("latency_ms") is not None:
+            predicted[task["id"]] = task["latency_ms"]
+        if rows:
+            x = "predicted latency" if rows[0].get("latency_ms") is not None else "parameters"
+            images.append((f"Task {task['id']}: validation accuracy vs {x} of every candidate, Pareto front joined",
+                           candidates_plot(task, rows, folder / f"candidates_task_{task['id']:02d}.png",
+                                           budget if profile is None else None)))
+    measured: dict[int, float] = {}
+    if measure:
+        record = measure_experts(run, summary["tasks"], measure, threads)
+        write_json(folder / "latency.json", record | {"predicted_ms": {str(k): v for k, v in predicted.items()},
+                                                      "predicted_on": predicted_on})
+        measured = {int(k): v for k, v in record["measured_ms"].items()}
+        measured_by = f"measured here: {record['settings'].get('tool', measure)}, {record['host']}, median"
+        both = [(t, predicted[t], measured[t]) for t in sorted(measured) if t in predicted]
+        if both:
+            images.append((f"Predicted ({predicted_on}) vs measured latency ({measured_by}) of the experts",
+                           latency_plot(both, folder / "latency_predicted_vs_measured.png",
+                                        "predicted (ms)", "measured (ms)")))
+    lat_cols = [("predicted ms", predicted)] if predicted else []
+    lat_cols += [("measured ms", measured)] if measured else []
     head = "<tr><th>task</th><th>classes</th><th>genome</th><th>params</th><th>val</th><th>test</th>" + \
-        ("<th>predicted ms</th>" if lat else "") + "</tr>"
+        "".join(f"<th>{name}</th>" for name, _ in lat_cols) + "</tr>"
     rows = "".join(
         f"<tr><td>{t['id']}</td><td>{html.escape(', '.join(t['class_names']))}</td><td><code>"
         f"{html.escape(str(t['genome']))}</code></td><td>{t['params'] or ''}</td>"
         f"<td>{_fmt(t['val_acc'])}</td>"
-        f"<td>{t['test_acc']:.3f}</td>" + (f"<td>{t.get('latency_ms') or ''}</td>" if lat else "") + "</tr>"
-        for t in summary["tasks"])
+        f"<td>{t['test_acc']:.3f}</td>" + "".join(f"<td>{vals.get(t['id'], '')}</td>" for _, vals in lat_cols)
+        + "</tr>" for t in summary["tasks"])
+    notes = []
+    if predicted_on and predicted:
+        notes.append(f"Predicted latency: {predicted_on}.")
+    if measured:
+        notes.append(f"Measured latency: {measured_by} (settings in latency.json).")
     metrics = " · ".join(f"{k.upper()} {summary[k]:.4f}" if isinstance(summary.get(k), float) else f"{k.upper()} n/a"
                          for k in ("acc", "bwt", "fwt", "forgetting"))
     figures = "".join(f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'><figcaption>"
@@ -132,6 +253,7 @@ img{{max-width:520px;border:1px solid #eee}}figcaption{{font-size:.85rem;color:#
 <p><b>{html.escape(summary['strategy'])}</b> on <code>{html.escape(summary['data'])}</code>, seed {summary['seed']},
 preset {html.escape(str(summary['preset']))}, {summary['wall_s']:.0f} s. {metrics}</p>
 <p>Test split: {html.escape(summary['test_split'])}</p>
-<h2>Experts</h2><table>{head}{rows}</table><h2>Figures</h2>{figures}</body></html>"""
+<h2>Experts</h2><table>{head}{rows}</table><p>{html.escape(" ".join(notes))}</p>
+<h2>Figures</h2>{figures}</body></html>"""
     write_text(folder / "index.html", page)
     return folder / "index.html"

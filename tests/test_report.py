@@ -1,4 +1,5 @@
 import base64
+import json
 
 import pytest
 
@@ -32,3 +33,36 @@ def test_report_needs_a_finished_run(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     assert main(["-q", "report", str(tmp_path)]) == 2
     assert "no summary.json" in capsys.readouterr().err
+
+
+def test_report_predicts_and_measures_expert_latency(tmp_path):
+    """A run without a target: --profile predicts every candidate and expert, --measure times the experts here."""
+    pytest.importorskip("onnxruntime", reason="--measure ort-cpu needs onnxruntime (the 'ort' extra)")
+    from pcl_edge.cli import main
+
+    profile = tmp_path / "nano.yaml"
+    estimated_profile("jetson-orin-nano-8gb").save(profile)
+    evolve(preset_config("tiny", "digits", tasks="2x2"), out=tmp_path / "run", progress=False)
+    assert main(["-q", "report", str(tmp_path / "run"), "--out", str(tmp_path / "rep"), "--profile", str(profile),
+                 "--measure", "ort-cpu"]) == 0
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "predicted ms" in page and "measured ms" in page and "jetson-orin-nano-8gb (estimated" in page
+    assert (tmp_path / "rep" / "latency_predicted_vs_measured.png").read_bytes().startswith(b"\x89PNG")
+    record = json.loads((tmp_path / "rep" / "latency.json").read_text())
+    assert sorted(record["measured_ms"]) == sorted(record["predicted_ms"]) == ["1", "2"]
+    assert all(v > 0 for v in record["measured_ms"].values())
+    assert record["settings"]["tool"].startswith("onnxruntime") and record["settings"]["batch"] == 1
+    assert page.count("data:image/png;base64,") == 5  # matrix, progress, 2 candidate plots, latency
+
+
+def test_report_reads_candidates_from_the_event_log_without_pareto_csvs(tmp_path):
+    import shutil
+
+    from pcl_edge.report import task_candidates
+
+    evolve(preset_config("tiny", "digits", tasks="2x2"), out=tmp_path / "run", progress=False)
+    from_csv = task_candidates(tmp_path / "run", 1)
+    shutil.rmtree(tmp_path / "run" / "pareto")
+    from_events = task_candidates(tmp_path / "run", 1)
+    assert sorted(r["genome"] for r in from_csv) == sorted(r["genome"] for r in from_events)
+    assert len(from_events) > 4

@@ -155,7 +155,8 @@ def run_profile(backend, name: str, shapes: list[tuple[int, int, int]], n_kernel
                                         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                         "host": socket.gethostname(), "input_shapes": [list(s) for s in shapes],
                                         "kernels_measured": len(table), "calibration_networks": n_cal,
-                                        "seed": seed},
+                                        "seed": seed,  # with the next line, every sampled genome can be re-drawn
+                                        "sampled_per_shape": n_kernel_genomes + n_calibration + n_holdout},
                          "schema_version": SCHEMA_VERSION})
     report = {"accuracy": accuracy, "accuracy_by_shape": _by_shape(ho_names, ho_pred, ho_meas),
               "calibration": calibration, "call_overhead_ms": call_ms,

@@ -6,12 +6,12 @@
 4. a memory budget that fits 2 of 5 tasks, round robin over all 5: errors, evictions;
 5. 10,000 fuzzed HTTP bodies and 10,000 fuzzed serial frames: crashes, unanswered bad input.
 
-    python bench/runtime_service.py [--soak 60]
+    python bench/runtime.py [--soak 60] [--cifar-run RUN_DIR]
+    python bench/runtime.py --quick      # 6 s soak, 400 fuzzed inputs per transport
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import logging
@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+import _common
 import numpy as np
 
 from pcl_edge.evolve import evolve, preset_config
@@ -270,48 +271,80 @@ def fuzz_serial(bundle: Path, n: int, rng: np.random.Generator) -> dict:
     return out
 
 
+def rounded(d: dict) -> dict:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _common.parser(__doc__)
     ap.add_argument("--soak", type=float, default=60)
     ap.add_argument("--fuzz", type=int, default=10000)
     ap.add_argument("--cifar-run", help="also measure router overhead on this run's 3x32x32 experts "
-                                        "(e.g. the PCL run of bench/split_cifar.py)")
+                                        "(e.g. the pcl run of bench/cl_quality.py on Split CIFAR-10)")
     args = ap.parse_args()
+    if args.quick:
+        args.soak, args.fuzz = min(args.soak, 6), min(args.fuzz, 400)
+    load_s = 2 if args.quick else 10
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
     evolve(preset_config("tiny", "digits"), out=work / "run", progress=False)
     export_bundle(work / "run", work / "v1")
     export_bundle(work / "run", work / "v2.tar")  # the "new version" of the update test (same tasks, new file)
-    print("router overhead, Split Digits experts (1x8x8):", router_overhead(work / "v1"))
+    res: dict = {"router_overhead_digits": router_overhead(work / "v1", n=500 if args.quick else 3000)}
     if args.cifar_run:
         export_bundle(args.cifar_run, work / "cifar")
         x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
-        print("router overhead, Split CIFAR-10 experts (3x32x32):", router_overhead(work / "cifar", x=x))
+        res["router_overhead_cifar"] = router_overhead(work / "cifar", n=500 if args.quick else 3000, x=x)
     server = Server(work / "v1")
     try:
         for clients in (1, 8):
-            r = load(server, clients, 10, [1, 2, 3, 4, 5])
-            print(f"HTTP binary, {clients} client(s):", {k: round(v, 3) if isinstance(v, float) else v
-                                                         for k, v in r.items()})
+            res[f"http_{clients}_clients"] = load(server, clients, load_s, [1, 2, 3, 4, 5])
         rss0 = rss_of(server.proc.pid)
         auth = {"Authorization": f"Bearer {server.token.read_text()}", "Content-Type": "application/json"}
 
         def update():
             status, data = server.request("POST", "/v2/admin/activate", json.dumps({"bundle": str(work / "v2.tar")}),
                                           auth)
-            print("  bundle update during load:", status, data.decode()[:120])
+            res["update_response"] = {"status": status, "body": data.decode()[:200]}
 
-        soak = load(server, 8, args.soak, [1, 2, 3, 4, 5], during=update)
+        res["soak"] = load(server, 8, args.soak, [1, 2, 3, 4, 5], during=update)
         rss1 = rss_of(server.proc.pid)
-        print(f"soak {args.soak:.0f} s, 8 clients, update in the middle:",
-              {k: round(v, 3) if isinstance(v, float) else v for k, v in soak.items()},
-              f"RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB ({100 * (rss1 - rss0) / rss0:+.1f} %)")
-        print("fuzz HTTP:", fuzz_http(server, args.fuzz, np.random.default_rng(0)))
+        res["soak"] |= {"seconds": args.soak, "clients": 8, "rss_before_mib": rss0 / 2**20,
+                        "rss_after_mib": rss1 / 2**20, "rss_growth_pct": 100 * (rss1 - rss0) / rss0}
+        res["fuzz_http"] = fuzz_http(server, args.fuzz, np.random.default_rng(0))
     finally:
         server.stop()
-    budget_bundle = work / ("cifar" if args.cifar_run else "v1")
-    print("memory budget:", budget_round_robin(budget_bundle))
-    print("fuzz serial:", fuzz_serial(work / "v1", args.fuzz, np.random.default_rng(1)))
+    res["memory_budget"] = budget_round_robin(work / ("cifar" if args.cifar_run else "v1"),
+                                              seconds=2 if args.quick else 10)
+    res["fuzz_serial"] = fuzz_serial(work / "v1", args.fuzz, np.random.default_rng(1))
+
+    rows = [["router overhead, digits experts (1x8x8)", f"{res['router_overhead_digits']['overhead_pct']:.1f} % "
+             f"(raw {res['router_overhead_digits']['raw_us']:.1f} us, router "
+             f"{res['router_overhead_digits']['router_us']:.1f} us)"]]
+    if "router_overhead_cifar" in res:
+        r = res["router_overhead_cifar"]
+        rows.append(["router overhead, CIFAR experts (3x32x32)",
+                     f"{r['overhead_pct']:.1f} % (raw {r['raw_us']:.1f} us, router {r['router_us']:.1f} us)"])
+    for c in (1, 8):
+        r = res[f"http_{c}_clients"]
+        rows.append([f"HTTP binary infer, {c} client(s), {load_s} s", f"p50 {r['p50_ms']:.2f} ms, p99 "
+                     f"{r['p99_ms']:.2f} ms, {r['rps']:.0f} req/s, {r['errors']} errors"])
+    r, update_status = res["soak"], res.get("update_response", {}).get("status")
+    rows.append([f"soak {args.soak:.0f} s, 8 clients, bundle update midway",
+                 f"{r['errors']} errors in {r['requests']} requests; update HTTP {update_status}; RSS "
+                 f"{r['rss_before_mib']:.1f} -> {r['rss_after_mib']:.1f} MiB ({r['rss_growth_pct']:+.1f} %)"])
+    r = res["memory_budget"]
+    rows.append([f"memory budget ({r['holds']} tasks), round robin", f"{r['errors']} errors in {r['requests']} "
+                 f"requests, {r['evictions']} evictions, at most {r['most_resident']} resident"])
+    r = res["fuzz_http"]
+    rows.append([f"fuzzed HTTP bodies ({r['requests']})", f"{r['crashes_or_unanswered']} crashes/unanswered, alive "
+                 f"after: {r['alive_after']}, status codes {r['status_codes']}"])
+    r = res["fuzz_serial"]
+    rows.append([f"fuzzed serial frames ({r['frames']})", f"{r['crashes']} crashes, {r['error_frames']} error "
+                 f"frames, {r['unanswered']} cut inside the header, {r['no_magic_skipped']} no longer frame-like, "
+                 f"serves after: {r['serves_after']}"])
+    _common.write("runtime", args, {k: rounded(v) if isinstance(v, dict) else v for k, v in res.items()},
+                  "device runtime on onnxruntime CPU, this machine\n\n" + _common.table(["figure", "measured"], rows))
 
 
 if __name__ == "__main__":
