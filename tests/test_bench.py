@@ -1,0 +1,63 @@
+"""The bench scripts run (``--quick``) and record where their figures come from; their figures are checked in
+BENCHMARKS.md, not here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(script: str, tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / f"{script}.json"
+    subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--quick", "--json", str(out), *args], check=True,
+                   cwd=tmp_path, capture_output=True, timeout=600)
+    return json.loads(out.read_text())
+
+
+def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
+    pytest.importorskip("onnxruntime", reason="measured latency needs onnxruntime (the 'ort' extra)")
+    rec = run_bench("cl_quality", tmp_path, "--strategies", "pcl,fixed,finetune", "--out", str(tmp_path / "runs"))
+    prov, res = rec["provenance"], rec["result"]
+    assert rec["quick"] is True and "cl_quality.py --quick" in prov["command"]
+    assert prov["versions"]["torch"] and prov["machine"]["cpus_usable"] >= 1 and prov["date"].endswith("Z")
+    assert set(res["strategies"]) == {"pcl", "fixed", "finetune"}
+    pcl = res["strategies"]["pcl"]
+    assert res["budget_s"] == pcl["wall_s"] and res["baseline_steps_per_task"] >= 1
+    assert pcl["bwt"] == 0.0  # frozen experts
+    for s in res["strategies"].values():
+        assert len(s["experts_latency"]) == 5 and s["total_params"] > 0
+        assert all(e["measured_ms"] > 0 and e["predicted_ms"] >= 0 for e in s["experts_latency"])
+    ft = res["strategies"]["finetune"]
+    one = next(t["params"] for t in ft["tasks"])
+    assert one < ft["total_params"] < 5 * one  # one trunk, five heads
+    assert "| finetune |" in rec["text"]
+    # --reuse reads the finished runs instead of training again
+    again = run_bench("cl_quality", tmp_path, "--strategies", "pcl,fixed", "--out", str(tmp_path / "runs"), "--reuse")
+    assert again["result"]["strategies"]["pcl"]["acc"] == pcl["acc"]
+    assert "reused" in again["result"]["strategies"]["fixed"]
+
+
+def test_latency_predictor_quick_excludes_what_the_profile_saw(tmp_path):
+    pytest.importorskip("onnxruntime", reason="re-measuring needs onnxruntime (the 'ort' extra)")
+    rec = run_bench("latency_predictor", tmp_path)
+    res = rec["result"]
+    assert res["overall"]["n"] == 20 and 0 <= res["overall"]["within_10pct"] <= 1
+    assert {tuple(r["shape"]) for r in res["networks"]} == {(1, 8, 8), (3, 32, 32)}
+    assert res["shipped_accuracy"]["n"] == 100
+    shipped = json.loads((BENCH.parent / "hw_profiles" / "cpu-ort-epyc-2core.report.json").read_text())["holdout"]
+    seen = {h["network"] for h in shipped}
+    assert not seen & {"x".join(map(str, r["shape"])) + "|" + r["genome"] for r in res["networks"]}
+
+
+def test_table_formats_markdown():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(BENCH))
+    text = _common.table(["a", "b"], [["x", 0.12345], [None, 12345.6]])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| x | 0.1235 |", "| n/a | 1.235e+04 |"]
