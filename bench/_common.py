@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import shlex
@@ -78,6 +79,20 @@ def provenance() -> dict:
                         "memory_gib": _mem_gib(), "gpu": gpu, "os": platform.platform()},
             "python": platform.python_version(), "versions": versions, "code": _git(),
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "CI") if k in os.environ}}
+
+
+def pin_like(profile) -> list[int] | None:
+    """Pin this process to the CPUs a measured profile recorded (``measurement.cpu_affinity``), so a re-measurement
+    sees what the profile saw; returns the CPUs now in use (None where affinity is not supported)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = profile.measurement.get("cpu_affinity")
+    if cpus:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError as exc:
+            logging.warning("could not pin to CPUs %s as the profile was (%s); measuring unpinned", cpus, exc)
+    return sorted(os.sched_getaffinity(0))
 
 
 def table(headers: list[str], rows: list[list]) -> str:

@@ -92,6 +92,7 @@ class Latency:
         from pcl_edge.hw.profile import load_profile
 
         self.profile = load_profile(profile_path)
+        self.cpus = _common.pin_like(self.profile)  # training is over: measure as the profile was measured
         self.shape = shape
         self.threads = int(self.profile.measurement.get("intra_op_threads", 1))
         self.backend = create_backend("ort-cpu", threads=self.threads, warmup=30, iterations=iterations)
@@ -192,7 +193,8 @@ def main() -> None:
             + (f"; baselines: {steps} steps per task" if steps else "")
             + (f" at {sps * 1e3:.1f} ms/step measured" if sps else "") + "\n\n"
             + _common.table(headers, rows) + "\n\nper expert (latency: batch 1, "
-            + f"predicted by {latency.profile.name}, measured with onnxruntime CPU, {latency.threads} thread(s)):\n\n"
+            + f"predicted by {latency.profile.name}, measured with onnxruntime CPU, {latency.threads} thread(s), "
+            + f"CPUs {latency.cpus}):\n\n"
             + _common.table(["strategy", "task", "genome", "params", "test acc", "predicted ms", "measured ms"],
                             experts))
     if args.latency_budget:

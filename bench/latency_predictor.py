@@ -12,7 +12,6 @@ VM pinned to one core, so the script pins itself to the profile's recorded CPU s
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import _common
@@ -58,13 +57,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     profile = load_profile(args.profile)
     shapes = [tuple(s) for s in (profile.provenance or {}).get("input_shapes", [[3, 32, 32]])]
-    m = profile.measurement
-    affinity = m.get("cpu_affinity")
-    if affinity and hasattr(os, "sched_setaffinity"):
-        try:
-            os.sched_setaffinity(0, affinity)
-        except OSError as exc:
-            logging.warning("could not pin to CPUs %s as the profile was (%s); measuring unpinned", affinity, exc)
+    m, cpus = profile.measurement, _common.pin_like(profile)
     n = 10 if args.quick else args.n
     backend = create_backend(backend_name(profile), threads=int(m.get("intra_op_threads", 1)),
                              warmup=int(m.get("warmup", 20)), iterations=30 if args.quick else int(m.get("iterations",
@@ -96,8 +89,7 @@ def main() -> None:
                  float(np.median(meas_all))])
     shipped = profile.accuracy or {}
     text = (f"profile {Path(args.profile).name} ({profile.source}, measured {profile.provenance.get('date', '?')}); "
-            f"re-measured with {backend.settings()['tool']}, {backend.threads} thread(s), CPUs "
-            f"{sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}\n\n"
+            f"re-measured with {backend.settings()['tool']}, {backend.threads} thread(s), CPUs {cpus}\n\n"
             + _common.table(["input", "n", "within +-10 %", "Spearman", "RMSE ms", "median measured ms"], rows)
             + f"\n\nthe profile's own held-out figures when it was made: within +-10 % {shipped.get('within_10pct')}, "
               f"Spearman {shipped.get('spearman')}, RMSE {shipped.get('rmse_ms')} ms (n={shipped.get('n')}); "
