@@ -263,3 +263,15 @@ def test_calibration_per_input_shape_is_used():
                                                                                               "offset": 0.0}})
     assert LatencyPredictor(prof, (1, 8, 8)).predict(G) == pytest.approx(2 * 20.5)
     assert LatencyPredictor(prof, (1, 16, 16)).calibration == {"scale": 1.0, "offset": 0.0}
+
+
+def test_prediction_never_below_the_empty_call():
+    """A calibration with a large negative offset must not predict a network faster than the measured empty call."""
+    import dataclasses
+    from pathlib import Path
+
+    shipped = load_profile(Path(__file__).resolve().parent.parent / "hw_profiles" / "cpu-ort-epyc-2core.yaml")
+    cal = {"3x32x32": {"scale": 1.0, "offset": -10.0, "per_node": 0.0}}
+    profile = dataclasses.replace(shipped, calibration=cal)
+    ms = LatencyPredictor(profile, (3, 32, 32)).predict(Genome.parse("d2_w8_p-_x-_s0:mbconv-k3-e1"))
+    assert ms == profile.overhead_ms > 0

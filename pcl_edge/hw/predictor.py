@@ -47,9 +47,12 @@ class LatencyPredictor:
             self.profile.overhead_ms
 
     def predict(self, genome: Genome) -> float:
+        """Calibrated latency, never below the profile's per-network overhead: no network runs faster than an empty
+        call (a calibration's negative offset would otherwise predict ~0 ms for the smallest networks)."""
         ms = self._cache.get(genome)
         if ms is None:
-            ms = self._cache[genome] = calibrate(self.calibration, self.raw(genome), self.n_nodes(genome))
+            ms = calibrate(self.calibration, self.raw(genome), self.n_nodes(genome))
+            ms = self._cache[genome] = max(ms, self.profile.overhead_ms)
         return ms
 
     @property
