@@ -48,6 +48,12 @@ def seen_by_profile(profile, shapes) -> set:
     return {(s, g) for s in shapes for g in sample_genomes(s, n, rng)}
 
 
+def drift(pred: list[float], meas: list[float]) -> float:
+    """Median of measured / predicted: about 1 when the machine is as it was profiled; a shift here (a shared VM
+    slower today, other clocks, another power mode) says the profile should be measured again."""
+    return round(float(np.median(np.asarray(meas) / np.asarray(pred))), 4)
+
+
 def main() -> None:
     ap = _common.parser(__doc__)
     ap.add_argument("--profile", default=str(DEFAULT_PROFILE))
@@ -81,16 +87,17 @@ def main() -> None:
                             "measured_ms": round(meas[-1], 6)})
         rep = accuracy_report(pred, meas)
         rows.append(["x".join(map(str, s)), rep["n"], rep["within_10pct"], rep["spearman"], rep["rmse_ms"],
-                     float(np.median(meas))])
+                     float(np.median(meas)), drift(pred, meas)])
         pred_all += pred
         meas_all += meas
     overall = accuracy_report(pred_all, meas_all)
     rows.append(["all", overall["n"], overall["within_10pct"], overall["spearman"], overall["rmse_ms"],
-                 float(np.median(meas_all))])
+                 float(np.median(meas_all)), drift(pred_all, meas_all)])
     shipped = profile.accuracy or {}
     text = (f"profile {Path(args.profile).name} ({profile.source}, measured {profile.provenance.get('date', '?')}); "
             f"re-measured with {backend.settings()['tool']}, {backend.threads} thread(s), CPUs {cpus}\n\n"
-            + _common.table(["input", "n", "within +-10 %", "Spearman", "RMSE ms", "median measured ms"], rows)
+            + _common.table(["input", "n", "within +-10 %", "Spearman", "RMSE ms", "median measured ms",
+                             "median measured / predicted"], rows)
             + f"\n\nthe profile's own held-out figures when it was made: within +-10 % {shipped.get('within_10pct')}, "
               f"Spearman {shipped.get('spearman')}, RMSE {shipped.get('rmse_ms')} ms (n={shipped.get('n')}); "
               f"{excluded} sampled genomes skipped as seen by the profile")

@@ -95,8 +95,9 @@ def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str
     ax.fill_between(line, 0.9 * line, 1.1 * line, color="C2", alpha=0.15, label="within +-10 %")
     ax.plot(line, line, c="C2", lw=1)
     ax.scatter(pred, meas, c="C0", zorder=3)
-    for i, x, y in zip(ids, pred, meas):
-        ax.annotate(f"task {int(i)}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for k, (i, x, y) in enumerate(zip(ids, pred, meas)):  # alternate sides: close points stay readable
+        ax.annotate(f"task {int(i)}", (x, y), textcoords="offset points", xytext=(5, 4) if k % 2 else (-8, -12),
+                    fontsize=7, ha="left" if k % 2 else "right")
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=xlabel, ylabel=ylabel,
            title="expert latency, batch 1")
     ax.legend(fontsize=7, loc="upper left")
@@ -247,7 +248,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, profile: st
 <title>pcl-edge report: {html.escape(run.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}}
 table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;font-size:.9rem}}
-th{{background:#f3f3f3}}figure{{display:inline-block;margin:.5rem;vertical-align:top}}
+th{{background:#f3f3f3}}figure{{display:inline-block;margin:.5rem;vertical-align:top;max-width:530px}}
 img{{max-width:520px;border:1px solid #eee}}figcaption{{font-size:.85rem;color:#555}}code{{font-size:.8rem}}</style>
 </head><body><h1>pcl-edge run <code>{html.escape(run.name)}</code></h1>
 <p><b>{html.escape(summary['strategy'])}</b> on <code>{html.escape(summary['data'])}</code>, seed {summary['seed']},
