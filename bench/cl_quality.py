@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--latency-budget", type=float, help="ms on --target; needs --target")
     ap.add_argument("--iterations", type=int, default=300, help="timed onnxruntime calls per expert")
     ap.add_argument("--reuse", action="store_true", help="read finished runs under --out instead of rerunning them")
+    ap.add_argument("--generations", type=int, help="the searches' generations per task (default: the preset's)")
+    ap.add_argument("--final-steps", type=int, help="the searches' expert training steps (default: the preset's)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     preset = "tiny" if args.quick else args.preset
@@ -139,7 +141,10 @@ def main() -> None:
         import tempfile
 
         out = Path(tempfile.mkdtemp(prefix="bench-cl-quality-"))
-    search_opts = {"target": args.target, "latency_budget_ms": args.latency_budget}
+    search_opts = {"target": args.target, "latency_budget_ms": args.latency_budget, "generations": args.generations}
+    if args.final_steps:
+        final = preset_config(preset, args.data).final
+        search_opts["final"] = dataclasses.replace(final, steps=args.final_steps)
 
     summaries: dict[str, dict] = {}
     budget = args.budget_s
