@@ -47,10 +47,10 @@ SHARED_TRUNK = ("finetune", "joint")
 DEFAULT_PROFILE = _common.ROOT / "hw_profiles" / "cpu-ort-epyc-2core.yaml"
 
 
-def seconds_per_step(cfg, probe_steps: int) -> float:
+def seconds_per_step(cfg, stream, probe_steps: int) -> float:
     """Mean seconds per training step of cfg.genome on task 1 (``probe_steps`` steps after 5 warm-up steps), with
     the trainer and batch size the baselines use."""
-    task = TensorTask.from_task(build_stream(cfg.data, cfg.tasks, cfg.seed).tasks[0])
+    task = TensorTask.from_task(stream.tasks[0])
     net = build_seeded(Genome.parse(cfg.genome), task.in_channels, task.num_classes, 0)
     train(net, task.train, dataclasses.replace(cfg.final, steps=5), 0)
     start = time.perf_counter()
@@ -146,6 +146,7 @@ def main() -> None:
         final = preset_config(preset, args.data).final
         search_opts["final"] = dataclasses.replace(final, steps=args.final_steps)
 
+    stream = build_stream(args.data, preset_config(preset, args.data).tasks, args.seed)  # decoded once, cached
     summaries: dict[str, dict] = {}
     budget = args.budget_s
     for s in (s for s in STRATEGIES if s in strategies and s in SEARCHES):
@@ -157,13 +158,13 @@ def main() -> None:
     sps = steps = None
     if baselines:
         base_cfg = preset_config(preset, args.data, seed=args.seed, strategy="fixed")
-        n_tasks = len(build_stream(args.data, base_cfg.tasks, args.seed))
+        n_tasks = len(stream)
         stored = [json.loads((out / s / "config.json").read_text())["final"]["steps"] for s in baselines
                   if args.reuse and (out / s / "summary.json").is_file()]
         if stored:  # a baseline already ran: the others get its steps, so all three spend the same budget
             steps = stored[0]
         else:
-            sps = seconds_per_step(base_cfg, 10 if args.quick else 40)
+            sps = seconds_per_step(base_cfg, stream, 10 if args.quick else 40)
             steps = max(1, int(budget / (n_tasks * sps)))
         logging.warning("budget %.1f s; %s: %s ms/step -> %d steps per task", budget, base_cfg.genome,
                         "reused" if sps is None else f"{sps * 1e3:.1f}", steps)
@@ -172,7 +173,6 @@ def main() -> None:
             cfg = dataclasses.replace(cfg, final=dataclasses.replace(cfg.final, steps=steps))
             summaries[s] = run_strategy(cfg, out / s, args.reuse)
 
-    stream = build_stream(args.data, preset_config(preset, args.data).tasks, args.seed)
     shape = tuple(stream.tasks[0].spec.shape)
     latency = Latency(Path(args.profile), shape, 50 if args.quick else args.iterations)
     rows, experts = [], []

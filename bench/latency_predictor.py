@@ -25,7 +25,6 @@ from pcl_edge.hw.profile import load_profile
 from pcl_edge.hw.profiling import sample_genomes
 
 DEFAULT_PROFILE = _common.ROOT / "hw_profiles" / "cpu-ort-epyc-2core.yaml"
-BACKENDS = {"onnxruntime": "ort", "tensorrt": "tensorrt", "trtexec": "trtexec"}
 
 
 def backend_name(profile) -> str:

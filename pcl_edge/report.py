@@ -14,7 +14,6 @@ import base64
 import csv
 import html
 import io
-import json
 import time
 from pathlib import Path
 
@@ -111,10 +110,10 @@ def task_candidates(run: Path, task_id: int) -> list[dict]:
     csv_path = run / "pareto" / f"task_{task_id:02d}.csv"
     if csv_path.exists():
         return list(csv.DictReader(csv_path.open()))
+    from .evolve.rundir import RunDir
+
     rows: list[dict] = []
-    events = run / "events.jsonl"
-    for line in events.read_text().splitlines() if events.exists() else []:
-        e = json.loads(line)
+    for e in RunDir(run).events():
         if e.get("task") == task_id and e["event"] in ("population", "generation"):
             rows += e.get("members", []) + e.get("children", [])
     return rows
@@ -125,7 +124,7 @@ def expert_meta(run: Path, task_id: int) -> dict | None:
     return read_json(path) if path.exists() else None
 
 
-def measure_experts(run: Path, tasks: list[dict], backend_name: str, threads: int = 1) -> dict:
+def measure_experts(metas: dict[int, dict], backend_name: str, threads: int = 1) -> dict:
     """Each expert's architecture timed at batch 1 with a profiling backend on this machine (latency depends on the
     architecture, not the weights, so the torch-free genome graph is timed); with the backend's settings."""
     import platform
@@ -138,13 +137,10 @@ def measure_experts(run: Path, tasks: list[dict], backend_name: str, threads: in
     out = {"backend": backend_name, "settings": backend.settings(), "host": platform.node(),
            "machine": platform.machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "measured_ms": {}}
-    for t in tasks:
-        meta = expert_meta(run, t["id"])
-        if meta is None:
-            continue
+    for task_id, meta in metas.items():
         shape = tuple(meta["input_spec"]["shape"])
         m = backend.measure(genome_model(Genome.parse(meta["genome"]), shape, meta["num_classes"]))
-        out["measured_ms"][str(t["id"])] = round(m.median, 6)
+        out["measured_ms"][str(task_id)] = round(m.median, 6)
     return out
 
 
@@ -175,7 +171,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, profile: st
     summary = read_json(run / "summary.json")
     folder = Path(out) if out else run / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    predict, predicted_on = None, summary.get("target", {}).get("name")
+    metas = {t["id"]: m for t in summary["tasks"] if (m := expert_meta(run, t["id"])) is not None}
+    prof, predicted_on = None, summary.get("target", {}).get("name")
     if profile is not None:
         from .hw.predictor import LatencyPredictor
         from .hw.profile import load_profile
@@ -183,29 +180,22 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, profile: st
 
         prof = load_profile(profile)
         predicted_on = f"{prof.name} ({prof.source}, given to the report)"
-
-        def predict(genome: str, meta: dict) -> float:
-            return round(LatencyPredictor(prof, tuple(meta["input_spec"]["shape"]), meta["num_classes"])
-                         .predict(Genome.parse(genome)), 6)
     elif predicted_on:
         predicted_on = f"{predicted_on} ({summary['target'].get('source')}, the run's search target)"
 
     images = [("Accuracy matrix (above the diagonal: the model carried into a task with a fresh head, before any "
                "training on it, as GEM's FWT uses)", accuracy_heatmap(summary, folder / "accuracy_matrix.png"))]
-    curves = {}
-    for t in summary["tasks"]:
-        meta = expert_meta(run, t["id"])
-        if meta and meta.get("val_curve"):
-            curves[t["id"]] = meta["val_curve"]
+    curves = {i: m["val_curve"] for i, m in metas.items() if m.get("val_curve")}
     if curves:
         images.append(("Search progress", progress_plot(curves, folder / "search_progress.png")))
     budget = summary.get("target", {}).get("latency_budget_ms")
     predicted: dict[int, float] = {}
     for task in summary["tasks"]:
-        rows, meta = task_candidates(run, task["id"]), expert_meta(run, task["id"])
-        if predict is not None and meta is not None:
-            rows = [r | {"latency_ms": predict(r["genome"], meta)} for r in rows]
-            predicted[task["id"]] = predict(task["genome"], meta)
+        rows, meta = task_candidates(run, task["id"]), metas.get(task["id"])
+        if prof is not None and meta is not None:  # one predictor per task: its input shape and head
+            pred = LatencyPredictor(prof, tuple(meta["input_spec"]["shape"]), meta["num_classes"])
+            rows = [r | {"latency_ms": round(pred.predict(Genome.parse(r["genome"])), 6)} for r in rows]
+            predicted[task["id"]] = round(pred.predict(Genome.parse(task["genome"])), 6)
         elif task.get("latency_ms") is not None:
             predicted[task["id"]] = task["latency_ms"]
         if rows:
@@ -215,7 +205,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, profile: st
                                            budget if profile is None else None)))
     measured: dict[int, float] = {}
     if measure:
-        record = measure_experts(run, summary["tasks"], measure, threads)
+        record = measure_experts(metas, measure, threads)
         write_json(folder / "latency.json", record | {"predicted_ms": {str(k): v for k, v in predicted.items()},
                                                       "predicted_on": predicted_on})
         measured = {int(k): v for k, v in record["measured_ms"].items()}
