@@ -1,7 +1,11 @@
 """One unit of search work: build a child, inherit its parent's weights, proxy-train, score on validation.
 
-It is a pure function of the Candidate (plus the task's tensors), seeded from the candidate's identity, so any
-executor (local, Ray) may run it anywhere, in any order, and get the same result."""
+It is a pure function of the Candidate (plus the task's tensors and the training recipe, whose thread count it
+applies itself), seeded from the candidate's identity and rung, so any executor (local, worker processes, Ray) may
+run it anywhere, in any order, and get bit-identical results.
+
+Multi-fidelity: a candidate promoted to rung r > 0 carries its own weights (``resume_state``) and trains further
+from them with a fresh warm restart of the schedule; no step it already took is repeated."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from torch import Tensor
 
 from ..space import Genome, inherit_weights
 from .individual import Individual
-from .trainer import TensorTask, TrainConfig, build_seeded, default_device, derive_seed, evaluate, reset_head, train
+from .trainer import (TensorTask, TrainConfig, build_seeded, default_device, derive_seed, evaluate, reset_head,
+                      torch_threads, train)
 
 
 @dataclass(frozen=True)
@@ -25,14 +30,26 @@ class Candidate:
     parent_genome: Genome | None = None
     parent_state: dict[str, Tensor] | None = None
     new_head: bool = False  # the parent's head belongs to another task: start a fresh one
+    rung: int = 0  # multi-fidelity rung; > 0: continue from resume_state
+    resume_state: dict[str, Tensor] | None = None  # this candidate's own weights after its previous rung
+    inherited: float = 0.0  # carried over from rung 0 (what it took from its parent)
+    train_s: float = 0.0  # seconds spent on earlier rungs
+    extra: dict | None = None  # carried over from earlier rungs (e.g. the performance predictor's score)
 
 
 def train_candidate(cand: Candidate, task: TensorTask, cfg: TrainConfig) -> Individual:
+    with torch_threads(cfg.threads):
+        return _train_candidate(cand, task, cfg)
+
+
+def _train_candidate(cand: Candidate, task: TensorTask, cfg: TrainConfig) -> Individual:
     start = time.perf_counter()
-    seed = derive_seed(cand.run_seed, cand.uid)
+    seed = derive_seed(cand.run_seed, cand.uid) if cand.rung == 0 else derive_seed(cand.run_seed, cand.uid, cand.rung)
     net = build_seeded(cand.genome, task.in_channels, task.num_classes, seed)
-    inherited = 0.0
-    if cand.parent_state is not None:
+    inherited = cand.inherited
+    if cand.resume_state is not None:
+        net.load_state_dict(cand.resume_state)
+    elif cand.parent_state is not None:
         inherited = inherit_weights(net, cand.genome, cand.parent_state, cand.parent_genome or cand.genome,
                                     include_head=not cand.new_head)
         if cand.new_head:
@@ -41,9 +58,12 @@ def train_candidate(cand: Candidate, task: TensorTask, cfg: TrainConfig) -> Indi
     train(net, task.train, cfg, seed)
     val = evaluate(net, task.val)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    extra = dict(cand.extra or {})
+    if cand.rung:
+        extra["rung"] = cand.rung
     return Individual(uid=cand.uid, genome=cand.genome, state=state, val_acc=val,
                       params=sum(p.numel() for p in net.parameters()), parent=cand.parent, op=cand.op,
-                      inherited=inherited, train_s=time.perf_counter() - start)
+                      inherited=inherited, train_s=cand.train_s + time.perf_counter() - start, extra=extra)
 
 
 def failed_candidate(cand: Candidate, exc: BaseException, task: TensorTask, **_: object) -> Individual:

@@ -5,8 +5,11 @@ an individual's identity, so a result does not depend on which worker ran it or 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +18,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import Split, Task
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_threads(threads: int) -> int:
+    return threads if threads > 0 else usable_cores()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """Run a block with ``threads`` torch intra-op threads (0 = usable cores), then restore the previous count."""
+    n, before = resolve_threads(threads), torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def derive_seed(*parts: object) -> int:
@@ -31,6 +57,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     augment: str = "none"  # none | shift | shift-flip
+    # torch intra-op threads for one training of this kind; 0 = every core this process may use. Part of the
+    # recipe because float results depend on it: a candidate trains with the same count whichever executor runs it.
+    threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,29 +1,97 @@
-"""The default executor: candidates one after another in this process, with a progress bar."""
+"""The default executor: candidates on this machine, in worker processes when more than one core is usable.
+
+Why processes and not threads inside one torch process: the search trains many tiny networks, where one torch
+process with N intra-op threads scales poorly and collapses when anything else runs on the machine (OpenMP threads
+spin at barriers waiting for a core that is busy elsewhere). N single-threaded workers, each training its own
+candidate, keep every core busy and degrade gracefully under contention (BENCHMARKS.md, "Using both cores").
+
+Determinism: a candidate's torch thread count comes from its training recipe (``TrainConfig.threads``), never from
+the executor, and its seed from its identity, so the results are bit-identical to running the same candidates one
+after another in this process (``workers=1``), whatever the number of workers.
+
+Data: the task's tensors are moved to shared memory once (torch.multiprocessing), so a worker receives a handle,
+not a copy, per candidate. Workers are spawned (not forked: forking a process whose OpenMP pool already ran can
+deadlock) once per run and live until ``close()``.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 from ..._progress import progress
 from . import EXECUTORS
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+class WorkerDied(RuntimeError):
+    """A worker process ended without an answer (killed, out of memory)."""
+
+
+def _init_worker(log_level: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # a candidate sets its own count from its recipe; this is only the idle default
+    logging.getLogger("pcl_edge").setLevel(log_level)
+
+
+def _warm() -> None:
+    from .. import candidate  # noqa: F401  (imports what a candidate needs)
+
+
 @EXECUTORS.register("local")
 class LocalExecutor:
-    def __init__(self, progress: bool = True, threads: int = 0) -> None:
-        self.progress, self.threads = progress, threads
+    """``workers``: processes that train candidates (0 = one per usable core; 1 = in this process)."""
+
+    def __init__(self, progress: bool = True, workers: int = 0, threads: int = 0) -> None:
+        from ..trainer import usable_cores
+
+        self.progress = progress
+        self.workers = workers if workers > 0 else usable_cores()
+        self.threads = threads  # kept for old callers: sets this process's torch threads for in-process work
+        self._pool: ProcessPoolExecutor | None = None
+        if self.workers > 1:  # start the workers now: importing torch in them overlaps the caller's data loading
+            pool = self._get_pool()
+            for _ in range(self.workers):
+                pool.submit(_warm)
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import torch.multiprocessing as tmp
+
+            log.debug("starting %d worker processes", self.workers)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=tmp.get_context("spawn"),
+                                             initializer=_init_worker,
+                                             initargs=(logging.getLogger("pcl_edge").getEffectiveLevel(),))
+        return self._pool
 
     def map(self, fn: Callable[..., R], items: Sequence[T], desc: str = "", shared: dict | None = None) -> list[R]:
+        shared = shared or {}
         if self.threads:
             import torch
 
             torch.set_num_threads(self.threads)
-        shared = shared or {}
-        return [fn(item, **shared) for item in progress(items, desc=desc, unit="cand", enabled=self.progress)]
+        if self.workers <= 1 or len(items) <= 1:  # one candidate (an expert's training): no hand-over needed
+            return [fn(item, **shared) for item in progress(items, desc=desc, unit="cand", enabled=self.progress)]
+        pool = self._get_pool()
+        futures: list[Future] = [pool.submit(fn, item, **shared) for item in items]
+        try:
+            return [f.result() for f in progress(futures, desc=desc, unit="cand", enabled=self.progress)]
+        except BrokenProcessPool as exc:
+            self.close()
+            raise WorkerDied(f"a worker process died while running {desc or 'candidates'} (killed or out of "
+                             "memory); the run state is saved: continue it with --resume") from exc
+        finally:
+            for f in futures:
+                f.cancel()
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
