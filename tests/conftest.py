@@ -7,6 +7,9 @@ os.environ.setdefault("PCL_EDGE_CACHE", os.path.join(os.path.dirname(__file__), 
 # The test networks are tiny: one intra-op thread is as fast, and immune to OpenMP oversubscription on a busy
 # shared machine (subprocesses inherit the variable).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Each run's worker processes take seconds to start (they import torch); tests run candidates in process unless
+# they test the workers themselves (bit-identical results are what those tests check).
+os.environ.setdefault("PCL_EDGE_WORKERS", "1")
 
 
 def pytest_configure(config):

@@ -37,9 +37,19 @@ class EvolveConfig:
     latency_margin: float = 0.1
     proxy: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_size=32, lr=0.05))
     final: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
+    # Multi-fidelity generations (successive halving): steps each rung adds. Rung 0 trains children * eta^(R-1)
+    # children; each later rung keeps the best 1/eta (feasible first, then validation accuracy) and trains them
+    # further from their own weights. Empty: one rung of proxy.steps (the population's own trainings always use
+    # proxy.steps).
+    rungs: tuple[int, ...] = ()
+    eta: int = 2
+    # Screening: mutants drawn per child trained at rung 0; the performance predictor keeps the predicted best
+    # (1 = no screening). Needs some labelled history first: until then children are drawn unscreened.
+    screen: int = 1
+    perf_predictor: str = "pairwise"  # a name from evolve.perf_predictor.PERF_PREDICTORS
     val_fraction: float = 0.15
     test_fraction: float = 0.2
-    threads: int = 0  # torch intra-op threads; 0 = all cores
+    threads: int = 0  # when > 0: torch threads of every training (overrides proxy.threads and final.threads)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -54,13 +64,24 @@ class EvolveConfig:
         for key in ("proxy", "final"):
             if isinstance(d.get(key), dict):
                 d[key] = TrainConfig(**d[key])
-        if isinstance(d.get("objectives"), list):
-            d["objectives"] = tuple(d["objectives"])
+        for key in ("objectives", "rungs"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
         return cls(**d)
 
     @property
     def num_children(self) -> int:
         return self.children or self.population
+
+    @property
+    def rung_steps(self) -> tuple[int, ...]:
+        return self.rungs or (self.proxy.steps,)
+
+    @property
+    def rung_sizes(self) -> tuple[int, ...]:
+        """Children trained at each rung: lambda at the last, eta times more at each rung before it."""
+        n = len(self.rung_steps)
+        return tuple(self.num_children * self.eta ** (n - 1 - r) for r in range(n))
 
     def validate(self) -> EvolveConfig:
         from ..space import Genome
@@ -95,8 +116,19 @@ class EvolveConfig:
             raise ConfigError(f"--generations must be >= 0 (got {self.generations})")
         if not 0 <= self.crossover_prob <= 1:
             raise ConfigError(f"crossover_prob must be in [0, 1] (got {self.crossover_prob})")
-        if self.proxy.steps < 1 or self.final.steps < 1:
-            raise ConfigError("training steps must be >= 1")
+        if self.proxy.steps < 1 or self.final.steps < 1 or any(r < 1 for r in self.rungs):
+            raise ConfigError("training steps (proxy, final, every rung) must be >= 1")
+        if self.eta < 2:
+            raise ConfigError(f"eta (1/fraction promoted per rung) must be >= 2 (got {self.eta})")
+        if self.screen < 1:
+            raise ConfigError(f"--screen must be >= 1 mutant per trained child (got {self.screen})")
+        from .perf_predictor import PERF_PREDICTORS
+
+        if self.perf_predictor not in PERF_PREDICTORS:
+            raise ConfigError(f"unknown performance predictor {self.perf_predictor!r}; choose from "
+                              f"{PERF_PREDICTORS.names()}")
+        if self.threads < 0 or self.proxy.threads < 0 or self.final.threads < 0:
+            raise ConfigError("thread counts must be >= 0 (0 = every usable core)")
         for name in ("val_fraction", "test_fraction"):
             if not 0 < getattr(self, name) < 0.5:
                 raise ConfigError(f"{name} must be in (0, 0.5)")
@@ -104,6 +136,9 @@ class EvolveConfig:
             Genome.parse(self.genome)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.threads:  # one count for every training: fold it into the recipes (idempotent)
+            return replace(self, proxy=replace(self.proxy, threads=self.threads),
+                           final=replace(self.final, threads=self.threads))
         return self
 
 

@@ -26,4 +26,4 @@ class Individual:
         """What the event log and the Pareto CSV say about it (no weights)."""
         return {"uid": self.uid, "genome": str(self.genome), "val_acc": round(self.val_acc, 6), "params": self.params,
                 "parent": self.parent, "op": self.op, "inherited": round(self.inherited, 4),
-                "train_s": round(self.train_s, 3), **self.extra}
+                "train_s": round(self.train_s, 3), **{k: v for k, v in self.extra.items() if k != "features"}}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
@@ -17,6 +18,9 @@ from .candidate import Candidate, train_candidate
 from .individual import Individual
 from .learner import ExpertLearner
 from .objectives import objective_matrix
+from .perf_predictor import History as PerfHistory
+from .perf_predictor import features as perf_features
+from .perf_predictor import kendall_tau, top_k_precision
 from .selection import nsga2_select, rank_and_crowding, tournament
 
 log = logging.getLogger(__name__)
@@ -27,6 +31,10 @@ def best_index(pop: list[Individual], limit_ms: float | None = None) -> int | No
     older identity. None when nobody meets the limit."""
     ok = [i for i in range(len(pop)) if limit_ms is None or pop[i].extra["latency_ms"] <= limit_ms]
     return min(ok, key=lambda i: (-pop[i].val_acc, pop[i].params, pop[i].uid)) if ok else None
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 class LatencyBudgetError(ValueError):
@@ -74,8 +82,10 @@ class PCLLearner(ExpertLearner):
     def predictor(self, t: int):
         from ..hw.predictor import LatencyPredictor
 
-        task = self.tasks[t]
-        return LatencyPredictor(self.profile, self.stream.tasks[t].spec.shape, task.num_classes)
+        cache = self.__dict__.setdefault("_latency_predictors", {})
+        if t not in cache:
+            cache[t] = LatencyPredictor(self.profile, self.stream.tasks[t].spec.shape, self.tasks[t].num_classes)
+        return cache[t]
 
     @property
     def objectives(self) -> tuple[str, ...]:
@@ -97,11 +107,15 @@ class PCLLearner(ExpertLearner):
         out = self.executor.map(train_candidate, cands, desc=desc, shared={"task": self.tasks[t],
                                                                           "cfg": cfg or self.cfg.proxy})
         if self.profile is not None:
-            pred = self.predictor(t)
             for ind in out:
-                ind.extra["latency_ms"] = round(pred.predict(ind.genome), 6)
-        self.state["own"].setdefault("seen", {}).setdefault(t, []).extend(ind.record() for ind in out)
+                ind.extra["latency_ms"] = self.latency_ms(t, ind.genome)
+        seen = self.state["own"].setdefault("seen", {}).setdefault(t, [])
+        fresh = {ind.uid for ind in out}  # a candidate promoted to a later rung replaces its earlier record
+        seen[:] = [r for r in seen if r["uid"] not in fresh] + [ind.record() for ind in out]
         return out
+
+    def latency_ms(self, t: int, genome) -> float:
+        return round(self.predictor(t).predict(genome), 6)
 
     # -- population at the start of a task -----------------------------------------------------------------------
     def _initial_population(self, t: int) -> list[Individual]:
@@ -127,27 +141,105 @@ class PCLLearner(ExpertLearner):
         return self._train(cands, t, f"task {t + 1} adapt")
 
     # -- one generation -----------------------------------------------------------------------------------------
-    def _generation(self, t: int, g: int, pop: list[Individual]) -> list[Individual]:
-        space, rng = self.space_for(t), np.random.default_rng([self.cfg.seed, t, g])
+    def _draft(self, t: int, g: int, pop: list[Individual]) -> list[Candidate]:
+        """The children of generation g: ``rung_sizes[0] * screen`` mutants drawn by tournament, of which the
+        performance predictor keeps the predicted best (all of them when screen is 1 or it has too little history).
+        Children that cannot meet the latency limit by prediction are screened out first."""
+        space, rng, cfg = self.space_for(t), np.random.default_rng([self.cfg.seed, t, g]), self.cfg
         rank, crowd = rank_and_crowding(objective_matrix(pop, self.objectives), self.violation(pop))
-        cands = []
-        for c in range(self.cfg.num_children):
-            p = pop[tournament(rank, crowd, rng, self.cfg.tournament_size)]
+        history = self._history()
+        n_train = cfg.rung_sizes[0]
+        n_draw = n_train * cfg.screen if history.ready() else n_train
+        drafts, feats = [], []
+        shape, ncls = tuple(self.stream.tasks[t].spec.shape), self.tasks[t].num_classes
+        for c in range(n_draw):
+            p = pop[tournament(rank, crowd, rng, cfg.tournament_size)]
             genome, op = p.genome, ""
-            if rng.random() < self.cfg.crossover_prob:
-                mate = pop[tournament(rank, crowd, rng, self.cfg.tournament_size)]
+            if rng.random() < cfg.crossover_prob:
+                mate = pop[tournament(rank, crowd, rng, cfg.tournament_size)]
                 genome, op = crossover(p.genome, mate.genome, space, rng), "crossover+"
             child, name = mutate(genome, space, rng)
-            cands.append(Candidate(uid=f"t{t + 1}-g{g}-c{c}", genome=child, op=op + name, run_seed=self.cfg.seed,
-                                   parent=p.uid, parent_genome=p.genome, parent_state=p.state))
-        children = self._train(cands, t, f"task {t + 1} gen {g}/{self.cfg.generations}")
+            drafts.append(Candidate(uid=f"t{t + 1}-g{g}-c{c}", genome=child, op=op + name, run_seed=cfg.seed,
+                                    parent=p.uid, parent_genome=p.genome, parent_state=p.state))
+            feats.append(perf_features(child, p.genome, p.val_acc, op + name, shape, ncls))
+        scores = history.fit(cfg.perf_predictor).score(np.array(feats, float)) if n_draw > n_train else None
+        late = [max(0.0, self.latency_ms(t, d.genome) - self.limit_ms) if self.limit_ms else 0.0 for d in drafts]
+        # order: feasible first, then predicted score (when screening), then draw order; distinct genomes first
+        order = sorted(range(n_draw), key=lambda i: (late[i], -(scores[i] if scores is not None else 0.0), i))
+        chosen, genomes = [], set()
+        for i in order:
+            if drafts[i].genome not in genomes:
+                chosen.append(i)
+                genomes.add(drafts[i].genome)
+        chosen += [i for i in order if i not in chosen]
+        chosen = sorted(chosen[:n_train])
+        return [replace(drafts[i], extra={"features": feats[i],
+                                          **({"predicted": round(float(scores[i]), 6)} if scores is not None else {})})
+                for i in chosen]
+
+    def _history(self) -> PerfHistory:
+        h = self.state["own"].get("perf_history")
+        return PerfHistory(**h) if h else PerfHistory.empty()
+
+    def _promote(self, inds: list[Individual], k: int) -> list[Individual]:
+        """Successive halving: the k best of a rung, feasible first, then validation accuracy, then fewer params."""
+        late = self.violation(inds)
+        key = lambda i: (late[i] if late is not None else 0.0, -inds[i].val_acc, inds[i].params, inds[i].uid)  # noqa
+        return [inds[i] for i in sorted(sorted(range(len(inds)), key=key)[:k])]
+
+    def _generation(self, t: int, g: int, pop: list[Individual]) -> list[Individual]:
+        """Draft (and screen) the children, train them rung by rung, then (mu+lambda) NSGA-II selection. The state
+        is saved after every rung, so an interrupted generation resumes at the rung it was in."""
+        own, cfg = self.state["own"], self.cfg
+        pending = own.get("pending")
+        if not pending or pending["generation"] != g:
+            pending = own["pending"] = {"generation": g, "rung": -1, "alive": self._draft(t, g, pop), "dropped": []}
+        steps, sizes = cfg.rung_steps, cfg.rung_sizes
+        while pending["rung"] + 1 < len(steps):
+            r = pending["rung"] + 1
+            alive = pending["alive"]
+            if r > 0:  # promote the best of the previous rung; they continue from their own weights
+                keep = {i.uid for i in self._promote(alive, sizes[r])}
+                pending["dropped"] += [i.record() for i in alive if i.uid not in keep]
+                alive = [i for i in alive if i.uid in keep]
+                alive = [Candidate(uid=i.uid, genome=i.genome, op=i.op, run_seed=cfg.seed, parent=i.parent, rung=r,
+                                   resume_state=i.state, inherited=i.inherited, train_s=i.train_s,
+                                   extra={k: v for k, v in i.extra.items() if k != "latency_ms"}) for i in alive]
+            trained = self._train(alive, t, f"task {t + 1} gen {g}/{cfg.generations} rung {r}",
+                                  replace(cfg.proxy, steps=steps[r]))
+            self.run.event("rung", task=t + 1, generation=g, rung=r, steps=steps[r],
+                           trained=[i.record() for i in trained])
+            if r == 0:
+                self._learn_from(t, g, trained)
+            pending.update(rung=r, alive=trained)
+            self.save()
+        children = pending["alive"]
         merged = pop + children
-        keep = nsga2_select(objective_matrix(merged, self.objectives), self.cfg.population,
+        keep = nsga2_select(objective_matrix(merged, self.objectives), cfg.population,
                             elite=best_index(merged, self.limit_ms), violation=self.violation(merged))
         survivors = [merged[i] for i in sorted(keep)]
+        own["pending"] = None
         self.run.event("generation", task=t + 1, generation=g, children=[c.record() for c in children],
-                       survivors=[s.uid for s in survivors], best_val_acc=round(max(s.val_acc for s in survivors), 6))
+                       dropped=pending["dropped"], survivors=[s.uid for s in survivors],
+                       best_val_acc=round(max(s.val_acc for s in survivors), 6))
         return survivors
+
+    def _learn_from(self, t: int, g: int, trained: list[Individual]) -> None:
+        """Score the predictor on what it screened (Kendall tau, top-k precision against the first-rung accuracies
+        the children reached), then add these children to its history."""
+        pred = [i.extra.get("predicted") for i in trained]
+        acc = [i.val_acc for i in trained]
+        if all(p is not None for p in pred):
+            k = self.cfg.rung_sizes[1] if len(self.cfg.rung_sizes) > 1 else max(1, len(trained) // 2)
+            quality = {"model": self.cfg.perf_predictor, "labels": len(self._history().y), "screened":
+                       len(trained) * self.cfg.screen, "trained": len(trained), "kendall_tau": kendall_tau(pred, acc),
+                       "top_k": k, "top_k_precision": top_k_precision(pred, acc, k)}
+            self.run.event("perf_predictor", task=t + 1, generation=g, **quality)
+            log.info("task %d gen %d: performance predictor Kendall tau %s, top-%d precision %s", t + 1, g,
+                     _fmt(quality["kendall_tau"]), k, _fmt(quality["top_k_precision"]))
+        h = self._history()
+        h.add([i.extra["features"] for i in trained], acc, f"t{t + 1}-g{g}")
+        self.state["own"]["perf_history"] = vars(h)
 
     # -- the task -----------------------------------------------------------------------------------------------
     def learn_task(self, t: int) -> None:

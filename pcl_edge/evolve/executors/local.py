@@ -17,6 +17,7 @@ deadlock) once per run and live until ``close()``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -47,12 +48,14 @@ def _warm() -> None:
 
 @EXECUTORS.register("local")
 class LocalExecutor:
-    """``workers``: processes that train candidates (0 = one per usable core; 1 = in this process)."""
+    """``workers``: processes that train candidates (1 = in this process; 0 = ``$PCL_EDGE_WORKERS`` if set, else one
+    per usable core)."""
 
     def __init__(self, progress: bool = True, workers: int = 0, threads: int = 0) -> None:
         from ..trainer import usable_cores
 
         self.progress = progress
+        workers = workers or int(os.environ.get("PCL_EDGE_WORKERS", "0") or 0)
         self.workers = workers if workers > 0 else usable_cores()
         self.threads = threads  # kept for old callers: sets this process's torch threads for in-process work
         self._pool: ProcessPoolExecutor | None = None
