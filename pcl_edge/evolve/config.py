@@ -35,7 +35,8 @@ class EvolveConfig:
     target: str | None = None  # hardware profile (YAML): adds predicted latency as an objective
     latency_budget_ms: float | None = None  # experts must meet budget * (1 - latency_margin) by prediction
     latency_margin: float = 0.1
-    proxy: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_size=32, lr=0.05))
+    # proxies train one per worker process with 1 thread each; an expert trains alone, on every usable core
+    proxy: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_size=32, lr=0.05, threads=1))
     final: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
     # Multi-fidelity generations (successive halving): steps each rung adds. Rung 0 trains children * eta^(R-1)
     # children; each later rung keeps the best 1/eta (feasible first, then validation accuracy) and trains them
@@ -145,21 +146,24 @@ class EvolveConfig:
 # Presets set the budgets; explicit CLI options override them. Budgets are in optimizer steps.
 PRESETS: dict[str, dict] = {
     # seconds on Split Digits: for tests and smoke runs
-    "tiny": dict(population=4, generations=1, max_depth=4, proxy=TrainConfig(steps=15, batch_size=32),
+    "tiny": dict(population=4, generations=1, max_depth=4, proxy=TrainConfig(steps=15, batch_size=32, threads=1),
                  final=TrainConfig(steps=40, batch_size=32)),
     # the default: Split Digits in about a minute on 2 cores; Split CIFAR-10 in under 30 minutes
     "cpu": dict(population=6, generations=3, max_depth=8, max_params=300_000,
-                proxy=TrainConfig(steps=60, batch_size=32), final=TrainConfig(steps=300, batch_size=32)),
+                proxy=TrainConfig(steps=60, batch_size=32, threads=1), final=TrainConfig(steps=300, batch_size=32)),
     # a workstation GPU: bigger population, longer proxies
     "gpu": dict(population=16, generations=10, max_depth=12, max_params=2_000_000,
-                proxy=TrainConfig(steps=400, batch_size=128, lr=0.1), final=TrainConfig(steps=3000, batch_size=128,
-                                                                                       lr=0.1)),
+                proxy=TrainConfig(steps=400, batch_size=128, lr=0.1, threads=1),
+                final=TrainConfig(steps=3000, batch_size=128, lr=0.1)),
 }
 
 # Per-dataset adjustments: natural images get bigger batches (cpu preset) and shift + flip augmentation; digits
 # get small shifts only (a mirrored digit is another digit).
 _IMAGE_OVERRIDES = {
-    "cpu": dict(proxy=TrainConfig(steps=150, batch_size=64), final=TrainConfig(steps=800, batch_size=64)),
+    # issue 11: two screened, successive-halving generations (12 children x 25 steps, the best 6 +75) and a longer
+    # share for the expert; the population's own (adaptation) trainings are 50 steps
+    "cpu": dict(generations=2, rungs=(25, 75), eta=2, screen=4, proxy=TrainConfig(steps=50, batch_size=64, threads=1),
+                final=TrainConfig(steps=800, batch_size=64)),
 }
 _AUGMENT = {"imagefolder": "shift-flip", "cifar10": "shift-flip", "cifar100": "shift-flip", "digits": "shift",
             "mnist": "shift"}
