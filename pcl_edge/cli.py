@@ -39,7 +39,18 @@ def _evolve_parser(sub) -> None:
     p.add_argument("--proxy-steps", type=int, help="optimizer steps of a candidate's proxy training")
     p.add_argument("--final-steps", type=int, help="optimizer steps of an expert's final training")
     p.add_argument("--max-params", type=int, help="parameter cap of the search space")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--rungs", help="multi-fidelity generations: steps each rung adds, e.g. 25,75 (successive "
+                                   "halving; default: the preset's, or one rung of --proxy-steps)")
+    p.add_argument("--eta", type=int, help="successive halving: 1/eta of a rung's children go on to the next "
+                                           "(default 2)")
+    p.add_argument("--screen", type=int, help="mutants drawn per child trained; the performance predictor keeps "
+                                              "the predicted best (default: the preset's; 1 = no screening)")
+    p.add_argument("--perf-predictor", help="performance predictor that screens children: pairwise (default) | ridge")
+    p.add_argument("--threads", type=int, help="torch threads of every training (default: 1 per proxy training, "
+                                               "every usable core for an expert's)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="local executor: processes training candidates side by side (default 0: one per usable "
+                        "core, or $PCL_EDGE_WORKERS; 1: in this process); same results either way")
     p.add_argument("--target", help="hardware profile YAML (e.g. hw_profiles/jetson-orin-nano-8gb.yaml): predicted "
                                     "latency becomes an objective")
     p.add_argument("--latency-budget", type=float, metavar="MS", help="experts must meet MS (minus the margin)")
@@ -59,8 +70,10 @@ def _config_from_args(args):
     train_over = {"proxy": args.proxy_steps, "final": args.final_steps}
     base = preset_config(args.preset or "cpu", args.data or "digits")
     fields = {f: getattr(args, f) for f in ("tasks", "strategy", "population", "generations", "children", "seed",
-                                            "genome", "max_params", "threads", "target")}
-    fields |= {"latency_budget_ms": args.latency_budget, "latency_margin": args.latency_margin}
+                                            "genome", "max_params", "threads", "target", "eta", "screen",
+                                            "perf_predictor")}
+    fields |= {"latency_budget_ms": args.latency_budget, "latency_margin": args.latency_margin,
+               "rungs": _int_list(args.rungs, "--rungs")}
     cfg = dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
     for key, steps in train_over.items():
         if steps is not None:
@@ -69,17 +82,26 @@ def _config_from_args(args):
     return cfg
 
 
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated integers, e.g. 25,75 (got {text!r})") from None
+
+
 def _explicit(args) -> list[str]:
     names = ("data", "tasks", "strategy", "preset", "population", "generations", "children", "seed", "genome",
              "proxy_steps", "final_steps", "max_params", "threads", "out", "target", "latency_budget",
-             "latency_margin")
+             "latency_margin", "rungs", "eta", "screen", "perf_predictor")
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
 
 
 def cmd_evolve(args) -> int:
     from .evolve import evolve
 
-    options = {}
+    options = {"workers": args.workers} if args.executor == "local" else {}
     if args.executor == "ray":
         options = {"address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
                    "gpus_per_trial": args.gpus_per_trial}

@@ -163,6 +163,26 @@ def _fmt(v) -> str:
     return "" if v is None else f"{v:.3f}"
 
 
+def predictor_table(run: Path) -> str:
+    """The performance predictor's ranking quality per screened generation (from the event log): how well the order
+    it predicted before training matched the first-rung validation accuracies the children then reached."""
+    from .evolve.rundir import RunDir
+
+    rows = [e for e in RunDir(run).events() if e["event"] == "perf_predictor"]
+    if not rows:
+        return ""
+    mean = lambda key: _fmt(sum(v) / len(v)) if (v := [r[key] for r in rows if r[key] is not None]) else "n/a"  # noqa
+    body = "".join(f"<tr><td>{r['task']}</td><td>{r['generation']}</td><td>{html.escape(r['model'])}</td>"
+                   f"<td>{r['labels']}</td><td>{r['screened']} &rarr; {r['trained']}</td>"
+                   f"<td>{_fmt(r['kendall_tau'])}</td><td>{_fmt(r['top_k_precision'])} (k={r['top_k']})</td></tr>"
+                   for r in rows)
+    return ("<h2>Performance predictor</h2><p>Children ranked before training (mutants screened &rarr; trained); "
+            "Kendall tau and top-k precision of that ranking against the validation accuracies they reached at the "
+            f"first rung. Mean tau {mean('kendall_tau')}, mean top-k precision {mean('top_k_precision')}.</p>"
+            "<table><tr><th>task</th><th>generation</th><th>model</th><th>labelled children</th><th>screened</th>"
+            f"<th>Kendall tau</th><th>top-k precision</th></tr>{body}</table>")
+
+
 def build_report(run_dir: str | Path, out: str | Path | None = None, profile: str | Path | None = None,
                  measure: str | None = None, threads: int = 1) -> Path:
     run = Path(run_dir)
@@ -245,6 +265,7 @@ img{{max-width:520px;border:1px solid #eee}}figcaption{{font-size:.85rem;color:#
 preset {html.escape(str(summary['preset']))}, {summary['wall_s']:.0f} s. {metrics}</p>
 <p>Test split: {html.escape(summary['test_split'])}</p>
 <h2>Experts</h2><table>{head}{rows}</table><p>{html.escape(" ".join(notes))}</p>
+{predictor_table(run)}
 <h2>Figures</h2>{figures}</body></html>"""
     write_text(folder / "index.html", page)
     return folder / "index.html"

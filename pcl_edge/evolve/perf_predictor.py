@@ -33,6 +33,8 @@ FEATURES = ("parent_acc", "log_params", "log_flops", "d_log_params", "d_log_flop
             *(f"op_{c}" for c in CHANGES))
 MIN_LABELS = 12  # fewer labelled children than this: no screening (the first children are drawn unscreened)
 MIN_GROUPS = 2
+CV_MIN_GROUPS = 3  # from this many generations on, the regularisation is chosen by leave-one-generation-out CV
+ALPHAS = (0.1, 1.0, 10.0, 100.0)
 
 
 def _arch(g: Genome, shape: tuple[int, int, int], num_classes: int) -> tuple[float, float]:
@@ -136,8 +138,26 @@ class History:
         return len(self.y) >= MIN_LABELS and len(set(self.groups)) >= MIN_GROUPS
 
     def fit(self, name: str):
-        return PERF_PREDICTORS.get(name)().fit(np.array(self.X, float), np.array(self.y, float),
-                                               np.array(self.groups))
+        """The model ``name`` fitted on the whole history, its regularisation chosen by leave-one-generation-out
+        cross-validation (mean Kendall tau on the held-out generation) when there are enough generations."""
+        X, y, groups = np.array(self.X, float), np.array(self.y, float), np.array(self.groups)
+        factory = PERF_PREDICTORS.get(name)
+        names = list(dict.fromkeys(self.groups))
+        if len(names) < CV_MIN_GROUPS:
+            return factory().fit(X, y, groups)
+
+        def cv(alpha: float) -> float:
+            taus = []
+            for held in names:
+                out = groups == held
+                tau = kendall_tau(factory(alpha=alpha).fit(X[~out], y[~out], groups[~out]).score(X[out]), y[out])
+                taus.append(0.0 if tau is None else tau)
+            return float(np.mean(taus))
+
+        best = max(ALPHAS, key=lambda a: (cv(a), a))  # ties: the stronger regularisation
+        model = factory(alpha=best).fit(X, y, groups)
+        model.cv_alpha = best
+        return model
 
 
 def kendall_tau(pred: Sequence[float], actual: Sequence[float]) -> float | None:

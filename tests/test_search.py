@@ -1,0 +1,191 @@
+"""Issue 11: multi-fidelity generations (successive halving), the performance predictor that screens children, and
+candidates trained in worker processes; all deterministic and resumable."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pcl_edge.evolve import ConfigError, evolve, preset_config
+from pcl_edge.evolve.perf_predictor import (FEATURES, MIN_LABELS, PERF_PREDICTORS, History, features, kendall_tau,
+                                            top_k_precision)
+from pcl_edge.space import Genome
+from tests.test_learner import assert_same_experts, expert_states
+
+PROFILE = "hw_profiles/cpu-ort-epyc-2core.yaml"
+
+
+def searched(**kw):
+    """Split Digits, 2 tasks, 2 generations of 2 rungs, screening 3 mutants per child: the predictor has enough
+    history from task 2 on."""
+    return preset_config("tiny", "digits", **({"tasks": "2x2", "generations": 2, "rungs": (5, 10), "screen": 3} | kw))
+
+
+def events(run_dir, kind):
+    return [e for e in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines()) if e["event"] == kind]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("search") / "run"
+    return out, evolve(searched(), out=out, progress=False, executor_options={"workers": 1})
+
+
+# -- configuration -----------------------------------------------------------------------------------------------
+def test_rung_sizes_halve_towards_lambda():
+    cfg = preset_config("tiny", "digits", population=4, rungs=(5, 10, 20), eta=2)
+    assert cfg.rung_sizes == (16, 8, 4) and cfg.rung_steps == (5, 10, 20)
+    assert preset_config("tiny", "digits").rung_steps == (15,)  # no rungs: one rung of proxy steps
+
+
+@pytest.mark.parametrize("bad", [{"rungs": (5, 0)}, {"eta": 1}, {"screen": 0}, {"perf_predictor": "oracle"},
+                                 {"threads": -1}])
+def test_bad_search_settings_are_refused_in_one_line(bad):
+    with pytest.raises(ConfigError):
+        preset_config("tiny", "digits", **bad).validate()
+
+
+def test_threads_option_is_folded_into_both_recipes():
+    cfg = preset_config("tiny", "digits", threads=3).validate()
+    assert cfg.proxy.threads == cfg.final.threads == 3
+    assert cfg.validate() == cfg
+
+
+# -- successive halving ------------------------------------------------------------------------------------------
+def test_every_rung_is_logged_and_only_the_best_go_on(reference):
+    out, _ = reference
+    cfg = searched()
+    rungs = events(out, "rung")
+    assert len(rungs) == 2 * cfg.generations * len(cfg.rung_steps)
+    for gen in events(out, "generation"):
+        r0, r1 = [e for e in rungs if e["task"] == gen["task"] and e["generation"] == gen["generation"]]
+        assert (r0["rung"], r1["rung"], r0["steps"], r1["steps"]) == (0, 1, 5, 10)
+        assert len(r0["trained"]) == cfg.rung_sizes[0] and len(r1["trained"]) == cfg.rung_sizes[1]
+        by_acc = sorted(r0["trained"], key=lambda c: (-c["val_acc"], c["params"], c["uid"]))
+        promoted = {c["uid"] for c in r1["trained"]}
+        assert promoted == {c["uid"] for c in by_acc[: cfg.rung_sizes[1]]}  # no latency limit: accuracy decides
+        assert {c["uid"] for c in gen["dropped"]} == {c["uid"] for c in r0["trained"]} - promoted
+        assert [c["uid"] for c in gen["children"]] == [c["uid"] for c in r1["trained"]]
+        first = {c["uid"]: c for c in r0["trained"]}
+        for c in r1["trained"]:  # trained further, from its own weights: time adds up, lineage is kept
+            assert c["rung"] == 1 and c["train_s"] > first[c["uid"]]["train_s"]
+            assert c["parent"] == first[c["uid"]]["parent"] and c["inherited"] == first[c["uid"]]["inherited"]
+
+
+def test_the_predictor_screens_once_it_has_history_and_reports_its_ranking(reference):
+    out, _ = reference
+    cfg = searched()
+    quality = events(out, "perf_predictor")
+    assert quality, "no generation was screened"
+    for q in quality:
+        assert q["model"] == cfg.perf_predictor and q["labels"] >= MIN_LABELS
+        assert q["screened"] == cfg.screen * cfg.rung_sizes[0] and q["trained"] == cfg.rung_sizes[0]
+        assert q["kendall_tau"] is None or -1 <= q["kendall_tau"] <= 1
+        assert 0 <= q["top_k_precision"] <= 1
+    screened = {(q["task"], q["generation"]) for q in quality}
+    for r in events(out, "rung"):
+        if r["rung"] == 0:  # a screened generation's children carry their predicted score; others do not
+            has = ["predicted" in c for c in r["trained"]]
+            assert all(has) if (r["task"], r["generation"]) in screened else not any(has)
+
+
+def test_screening_keeps_children_within_the_latency_limit_when_it_can(tmp_path):
+    out = tmp_path / "lat"
+    cfg = searched(tasks="1x2", generations=3, target=PROFILE, latency_budget_ms=0.02)
+    evolve(cfg, out=out, progress=False)
+    limit = 0.02 * (1 - cfg.latency_margin)
+    for r in events(out, "rung"):
+        if r["rung"] == 0 and r["generation"] > 1:  # with 3 drafts per child, feasible ones come first
+            assert sum(c["latency_ms"] <= limit for c in r["trained"]) >= len(r["trained"]) // 2
+
+
+# -- determinism: workers, resume ----------------------------------------------------------------------------------
+def test_worker_processes_give_bit_identical_experts(reference, tmp_path):
+    ref_out, ref = reference
+    s = evolve(searched(), out=tmp_path / "w2", progress=False, executor_options={"workers": 2})
+    assert_same_experts(expert_states(ref_out), expert_states(tmp_path / "w2"))
+    assert s["accuracy_matrix"] == ref["accuracy_matrix"]
+
+
+def test_kill_9_at_a_rung_then_resume_gives_the_same_experts(reference, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "pcl_edge.cli", "-q", "evolve", "--preset", "tiny", "--tasks", "2x2",
+           "--generations", "2", "--rungs", "5,10", "--screen", "3", "--workers", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:  # killed right after task 2's first rung-0 (a generation half done, the predictor already screening)
+        while time.time() < deadline and proc.poll() is None:
+            ev = out / "events.jsonl"
+            if ev.exists() and sum('"event": "rung"' in line for line in ev.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (out / "summary.json").exists()
+    done = subprocess.run([sys.executable, "-m", "pcl_edge.cli", "-q", "evolve", "--resume", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert_same_experts(expert_states(ref_out), expert_states(out))
+
+
+# -- the predictor itself ----------------------------------------------------------------------------------------
+def _synthetic(rng, groups=6, per=10):
+    """Accuracy rises with the parent's accuracy and falls with depth, plus noise and a per-generation offset."""
+    X, y, g = [], [], []
+    for k in range(groups):
+        offset = rng.uniform(0.5, 0.9)
+        for _ in range(per):
+            x = rng.normal(size=len(FEATURES))
+            X.append(x)
+            y.append(offset + 0.05 * x[0] - 0.03 * x[5] + rng.normal(scale=0.005))
+            g.append(f"g{k}")
+    return np.array(X), np.array(y), np.array(g)
+
+
+@pytest.mark.parametrize("name", PERF_PREDICTORS.names())
+def test_each_predictor_learns_a_ranking_it_was_not_shown(name):
+    rng = np.random.default_rng(0)
+    X, y, g = _synthetic(rng)
+    Xt, yt, _ = _synthetic(rng, groups=1, per=30)
+    model = PERF_PREDICTORS.get(name)().fit(X, y, g)
+    assert kendall_tau(model.score(Xt), yt) > 0.7
+    again = PERF_PREDICTORS.get(name)().fit(X, y, g)  # deterministic
+    assert np.array_equal(again.score(Xt), model.score(Xt))
+
+
+def test_ranking_quality_measures():
+    assert kendall_tau([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(1.0)
+    assert kendall_tau([4, 3, 2, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(-1.0)
+    assert kendall_tau([1], [0.5]) is None and kendall_tau([1, 2], [0.5, 0.5]) is None
+    assert top_k_precision([4, 3, 2, 1], [0.9, 0.1, 0.8, 0.2], 2) == 0.5
+    assert top_k_precision([4, 3, 2, 1], [0.9, 0.8, 0.1, 0.2], 2) == 1.0
+
+
+def test_features_are_known_before_training_and_history_needs_enough_labels():
+    parent = Genome.parse("d3_w8_p1_x-_s0:res-k3_s1:dws-k3")
+    child = Genome.parse("d4_w8_p1_x-_s0:res-k3_s1:dws-k3")
+    f = features(child, parent, 0.9, "depth_up", (1, 8, 8), 2)
+    assert len(f) == len(FEATURES) and f[FEATURES.index("d_depth")] == 1 and f[FEATURES.index("op_depth_up")] == 1
+    h = History.empty()
+    h.add([f] * (MIN_LABELS - 1), [0.5] * (MIN_LABELS - 1), "g1")
+    assert not h.ready()
+    h.add([f], [0.6], "g2")
+    assert h.ready()
+
+
+def test_the_report_shows_the_predictor_ranking_quality(reference, tmp_path):
+    from pcl_edge.report import build_report
+
+    out, _ = reference
+    page = build_report(out, tmp_path / "report").read_text()
+    quality = events(out, "perf_predictor")
+    assert "<h2>Performance predictor</h2>" in page
+    assert page.count("<td>pairwise</td>") == len(quality)
