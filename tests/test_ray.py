@@ -21,7 +21,9 @@ def ray_instance():
 
 
 def tiny():
-    return preset_config("tiny", "digits", tasks="2x2")
+    """Two rungs and screening (from task 2 on): promoted candidates continue from their weights on whichever
+    worker picks them up."""
+    return preset_config("tiny", "digits", tasks="2x2", generations=2, rungs=(5, 10), screen=3)
 
 
 @pytest.fixture(scope="module")

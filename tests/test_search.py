@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from pcl_edge.evolve import ConfigError, evolve, preset_config
-from pcl_edge.evolve.perf_predictor import (FEATURES, MIN_LABELS, PERF_PREDICTORS, History, features, kendall_tau,
-                                            top_k_precision)
+from pcl_edge.evolve import perf_predictor as pp
 from pcl_edge.space import Genome
 from tests.test_learner import assert_same_experts, expert_states
 
@@ -83,7 +82,7 @@ def test_the_predictor_screens_once_it_has_history_and_reports_its_ranking(refer
     quality = events(out, "perf_predictor")
     assert quality, "no generation was screened"
     for q in quality:
-        assert q["model"] == cfg.perf_predictor and q["labels"] >= MIN_LABELS
+        assert q["model"] == cfg.perf_predictor and q["labels"] >= pp.MIN_LABELS
         assert q["screened"] == cfg.screen * cfg.rung_sizes[0] and q["trained"] == cfg.rung_sizes[0]
         assert q["kendall_tau"] is None or -1 <= q["kendall_tau"] <= 1
         assert 0 <= q["top_k_precision"] <= 1
@@ -143,39 +142,40 @@ def _synthetic(rng, groups=6, per=10):
     for k in range(groups):
         offset = rng.uniform(0.5, 0.9)
         for _ in range(per):
-            x = rng.normal(size=len(FEATURES))
+            x = rng.normal(size=len(pp.FEATURES))
             X.append(x)
             y.append(offset + 0.05 * x[0] - 0.03 * x[5] + rng.normal(scale=0.005))
             g.append(f"g{k}")
     return np.array(X), np.array(y), np.array(g)
 
 
-@pytest.mark.parametrize("name", PERF_PREDICTORS.names())
+@pytest.mark.parametrize("name", pp.PERF_PREDICTORS.names())
 def test_each_predictor_learns_a_ranking_it_was_not_shown(name):
     rng = np.random.default_rng(0)
     X, y, g = _synthetic(rng)
     Xt, yt, _ = _synthetic(rng, groups=1, per=30)
-    model = PERF_PREDICTORS.get(name)().fit(X, y, g)
-    assert kendall_tau(model.score(Xt), yt) > 0.7
-    again = PERF_PREDICTORS.get(name)().fit(X, y, g)  # deterministic
+    model = pp.PERF_PREDICTORS.get(name)().fit(X, y, g)
+    assert pp.kendall_tau(model.score(Xt), yt) > 0.7
+    again = pp.PERF_PREDICTORS.get(name)().fit(X, y, g)  # deterministic
     assert np.array_equal(again.score(Xt), model.score(Xt))
 
 
 def test_ranking_quality_measures():
-    assert kendall_tau([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(1.0)
-    assert kendall_tau([4, 3, 2, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(-1.0)
-    assert kendall_tau([1], [0.5]) is None and kendall_tau([1, 2], [0.5, 0.5]) is None
-    assert top_k_precision([4, 3, 2, 1], [0.9, 0.1, 0.8, 0.2], 2) == 0.5
-    assert top_k_precision([4, 3, 2, 1], [0.9, 0.8, 0.1, 0.2], 2) == 1.0
+    assert pp.kendall_tau([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(1.0)
+    assert pp.kendall_tau([4, 3, 2, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(-1.0)
+    assert pp.kendall_tau([1], [0.5]) is None and pp.kendall_tau([1, 2], [0.5, 0.5]) is None
+    assert pp.top_k_precision([4, 3, 2, 1], [0.9, 0.1, 0.8, 0.2], 2) == 0.5
+    assert pp.top_k_precision([4, 3, 2, 1], [0.9, 0.8, 0.1, 0.2], 2) == 1.0
 
 
 def test_features_are_known_before_training_and_history_needs_enough_labels():
     parent = Genome.parse("d3_w8_p1_x-_s0:res-k3_s1:dws-k3")
     child = Genome.parse("d4_w8_p1_x-_s0:res-k3_s1:dws-k3")
-    f = features(child, parent, 0.9, "depth_up", (1, 8, 8), 2)
-    assert len(f) == len(FEATURES) and f[FEATURES.index("d_depth")] == 1 and f[FEATURES.index("op_depth_up")] == 1
-    h = History.empty()
-    h.add([f] * (MIN_LABELS - 1), [0.5] * (MIN_LABELS - 1), "g1")
+    f = pp.features(child, parent, 0.9, "depth_up", (1, 8, 8), 2)
+    assert len(f) == len(pp.FEATURES)
+    assert f[pp.FEATURES.index("d_depth")] == 1 and f[pp.FEATURES.index("op_depth_up")] == 1
+    h = pp.History.empty()
+    h.add([f] * (pp.MIN_LABELS - 1), [0.5] * (pp.MIN_LABELS - 1), "g1")
     assert not h.ready()
     h.add([f], [0.6], "g2")
     assert h.ready()

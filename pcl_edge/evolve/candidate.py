@@ -16,8 +16,17 @@ from torch import Tensor
 
 from ..space import Genome, inherit_weights
 from .individual import Individual
-from .trainer import (TensorTask, TrainConfig, build_seeded, default_device, derive_seed, evaluate, reset_head,
-                      torch_threads, train)
+from .trainer import (
+    TensorTask,
+    TrainConfig,
+    build_seeded,
+    default_device,
+    derive_seed,
+    evaluate,
+    reset_head,
+    torch_threads,
+    train,
+)
 
 
 @dataclass(frozen=True)
