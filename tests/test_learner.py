@@ -132,12 +132,19 @@ def test_kill_9_then_resume_gives_the_same_experts(reference, tmp_path, kill_aft
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "pcl_edge.cli", "-q", "evolve", "--preset", "tiny", "--tasks", "3x2",
            "--out", str(out)]
+    kill_9_then_resume(cmd, out, kill_after, 2)
+    assert_same_experts(expert_states(ref_out), expert_states(out))
+
+
+def kill_9_then_resume(cmd: list[str], out, event: str, count: int) -> None:
+    """Start ``cmd`` (a run into ``out``), SIGKILL it once ``count`` ``event`` lines are in its log, then resume
+    it to the end with the CLI."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
             ev = out / "events.jsonl"
-            if ev.exists() and sum(f'"event": "{kill_after}"' in line for line in ev.read_text().splitlines()) >= 2:
+            if ev.exists() and sum(f'"event": "{event}"' in line for line in ev.read_text().splitlines()) >= count:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the run finished before it could be killed"
@@ -148,7 +155,6 @@ def test_kill_9_then_resume_gives_the_same_experts(reference, tmp_path, kill_aft
     done = subprocess.run([sys.executable, "-m", "pcl_edge.cli", "-q", "evolve", "--resume", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert_same_experts(expert_states(ref_out), expert_states(out))
 
 
 def test_resume_of_a_finished_run_changes_nothing(reference):

@@ -2,11 +2,7 @@
 candidates trained in worker processes; all deterministic and resumable."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +10,7 @@ import pytest
 from pcl_edge.evolve import ConfigError, evolve, preset_config
 from pcl_edge.evolve import perf_predictor as pp
 from pcl_edge.space import Genome
-from tests.test_learner import assert_same_experts, expert_states
+from tests.test_learner import assert_same_experts, expert_states, kill_9_then_resume
 
 PROFILE = "hw_profiles/cpu-ort-epyc-2core.yaml"
 
@@ -116,22 +112,8 @@ def test_kill_9_at_a_rung_then_resume_gives_the_same_experts(reference, tmp_path
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "pcl_edge.cli", "-q", "evolve", "--preset", "tiny", "--tasks", "2x2",
            "--generations", "2", "--rungs", "5,10", "--screen", "3", "--workers", "1", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    try:  # killed right after task 2's first rung-0 (a generation half done, the predictor already screening)
-        while time.time() < deadline and proc.poll() is None:
-            ev = out / "events.jsonl"
-            if ev.exists() and sum('"event": "rung"' in line for line in ev.read_text().splitlines()) >= 5:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert not (out / "summary.json").exists()
-    done = subprocess.run([sys.executable, "-m", "pcl_edge.cli", "-q", "evolve", "--resume", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    # killed right after task 2's first rung 0 (a generation half done, the predictor already screening)
+    kill_9_then_resume(cmd, out, "rung", 5)
     assert_same_experts(expert_states(ref_out), expert_states(out))
 
 
