@@ -171,3 +171,48 @@ def test_the_report_shows_the_predictor_ranking_quality(reference, tmp_path):
     quality = events(out, "perf_predictor")
     assert "<h2>Performance predictor</h2>" in page
     assert page.count("<td>pairwise</td>") == len(quality)
+
+
+_BUSY_PARENT = """
+import time
+from pcl_edge.evolve.executors.local import LocalExecutor
+if __name__ == "__main__":
+    LocalExecutor(progress=False, workers=2).map(time.sleep, [60, 60])
+"""
+
+
+def test_workers_end_with_their_parent_even_after_kill_9(tmp_path):
+    """An orphaned worker would go on training and steal the cores of the run that resumes: here the workers are
+    60 s into their candidates when the parent is killed, and must be gone within seconds."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "busy.py"
+    script.write_text(_BUSY_PARENT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[str] = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.1)
+            found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True)
+            workers = found.stdout.split()
+        assert len(workers) == 2, workers
+        time.sleep(5)  # both are now inside time.sleep(60)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    alive = lambda: [w for w in workers if _state(w) not in ("Z", "gone")]  # noqa: E731
+    deadline = time.time() + 10
+    while time.time() < deadline and alive():
+        time.sleep(0.1)
+    assert not alive()
+
+
+def _state(pid: str) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

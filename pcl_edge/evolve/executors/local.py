@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -35,11 +36,23 @@ class WorkerDied(RuntimeError):
     """A worker process ended without an answer (killed, out of memory)."""
 
 
-def _init_worker(log_level: int) -> None:
+def _init_worker(log_level: int, parent: int) -> None:
+    import threading
+
     import torch
 
     torch.set_num_threads(1)  # a candidate sets its own count from its recipe; this is only the idle default
     logging.getLogger("pcl_edge").setLevel(log_level)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="parent-watchdog").start()
+
+
+def _exit_with(parent: int, every_s: float = 0.5) -> None:
+    """End this worker within ``every_s`` of its parent's death (kill -9 included): an orphan would go on training
+    and steal the cores of the run that resumes."""
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _warm() -> None:
@@ -71,7 +84,8 @@ class LocalExecutor:
             log.debug("starting %d worker processes", self.workers)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=tmp.get_context("spawn"),
                                              initializer=_init_worker,
-                                             initargs=(logging.getLogger("pcl_edge").getEffectiveLevel(),))
+                                             initargs=(logging.getLogger("pcl_edge").getEffectiveLevel(),
+                                                       os.getpid()))
         return self._pool
 
     def map(self, fn: Callable[..., R], items: Sequence[T], desc: str = "", shared: dict | None = None) -> list[R]:
