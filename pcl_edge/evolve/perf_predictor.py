@@ -34,7 +34,8 @@ FEATURES = ("parent_acc", "log_params", "log_flops", "d_log_params", "d_log_flop
 MIN_LABELS = 12  # fewer labelled children than this: no screening (the first children are drawn unscreened)
 MIN_GROUPS = 2
 CV_MIN_GROUPS = 3  # from this many generations on, the regularisation is chosen by leave-one-generation-out CV
-ALPHAS = (0.1, 1.0, 10.0, 100.0)
+# per label (ridge) / per unit of pair weight (pairwise); the largest is, in effect, the prior alone
+ALPHAS = (0.1, 1.0, 10.0, 1000.0)
 
 
 def _arch(g: Genome, shape: tuple[int, int, int], num_classes: int) -> tuple[float, float]:
@@ -63,16 +64,29 @@ def _standardise(X: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray 
     return (X - mean) / std, mean, std
 
 
+def _prior(Z: np.ndarray, fit_1d) -> np.ndarray:
+    """The prior both models shrink towards: the parent's accuracy alone (a strong ranker by itself: a child starts
+    from its parent's weights), its weight fitted by the model's own loss on that one feature. Strong regularisation
+    thus falls back to "children of better parents do better", never to "all children are equal"."""
+    w0 = np.zeros(Z.shape[1])
+    w0[0] = fit_1d(Z[:, :1])[0]
+    return w0
+
+
 class RidgeRegression:
-    """Plain regression: ridge on accuracies centred per generation (closed form)."""
+    """Plain regression: ridge on accuracies centred per generation (closed form), shrunk towards the prior."""
 
     def __init__(self, alpha: float = 1.0) -> None:
         self.alpha = alpha
 
+    def _solve(self, Z: np.ndarray, yc: np.ndarray, alpha: float, w0: np.ndarray) -> np.ndarray:
+        return np.linalg.solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ yc + alpha * w0)
+
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> RidgeRegression:
         Z, self.mean, self.std = _standardise(X)
         yc = y - np.array([y[groups == gr].mean() for gr in groups])
-        self.w = np.linalg.solve(Z.T @ Z + self.alpha * np.eye(Z.shape[1]), Z.T @ yc)
+        w0 = _prior(Z, lambda z: self._solve(z, yc, 1e-6, np.zeros(1)))
+        self.w = self._solve(Z, yc, self.alpha * len(y), w0)
         return self
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -81,32 +95,36 @@ class RidgeRegression:
 
 class PairwiseRanker:
     """RankNet with a linear scorer: logistic loss on every pair of the same generation whose accuracies differ,
-    each pair weighted by how much they differ (a near-tie says little), L2-regularised; solved by L-BFGS."""
+    each pair weighted by how much they differ (a near-tie says little), shrunk towards the prior; L-BFGS."""
 
     def __init__(self, alpha: float = 1.0, min_gap: float = 1e-6) -> None:
         self.alpha, self.min_gap = alpha, min_gap
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> PairwiseRanker:
-        from scipy.optimize import minimize
-
         Z, self.mean, self.std = _standardise(X)
         i, j = np.triu_indices(len(y), 1)
         keep = (groups[i] == groups[j]) & (np.abs(y[i] - y[j]) > self.min_gap)
         i, j = i[keep], j[keep]
-        D = Z[i] - Z[j]
-        s = np.sign(y[i] - y[j])
-        wt = np.abs(y[i] - y[j])
+        s, wt = np.sign(y[i] - y[j]), np.abs(y[i] - y[j])
         wt = wt / wt.sum() if len(wt) else wt
+        if not len(i):
+            self.w = np.zeros(Z.shape[1])
+            return self
+        w0 = _prior(Z, lambda z: self._solve(z[i] - z[j], s, wt, 1e-6, np.zeros(1)))
+        self.w = self._solve(Z[i] - Z[j], s, wt, self.alpha, w0)
+        return self
+
+    @staticmethod
+    def _solve(D: np.ndarray, s: np.ndarray, wt: np.ndarray, alpha: float, w0: np.ndarray) -> np.ndarray:
+        from scipy.optimize import minimize
 
         def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
             m = s * (D @ w)
             p = 1.0 / (1.0 + np.exp(np.clip(m, -50, 50)))  # d/dm of log(1 + e^-m) is -p
-            return float(wt @ np.logaddexp(0.0, -m) + 0.5 * self.alpha * w @ w / max(1, len(y))), \
-                -(D.T @ (wt * s * p)) + self.alpha * w / max(1, len(y))
+            return float(wt @ np.logaddexp(0.0, -m) + 0.5 * alpha * (w - w0) @ (w - w0)), \
+                -(D.T @ (wt * s * p)) + alpha * (w - w0)
 
-        w0 = np.zeros(Z.shape[1])
-        self.w = minimize(loss, w0, jac=True, method="L-BFGS-B").x if len(i) else w0
-        return self
+        return minimize(loss, w0.copy(), jac=True, method="L-BFGS-B").x
 
     def score(self, X: np.ndarray) -> np.ndarray:
         return _standardise(X, self.mean, self.std)[0] @ self.w
@@ -143,8 +161,8 @@ class History:
         X, y, groups = np.array(self.X, float), np.array(self.y, float), np.array(self.groups)
         factory = PERF_PREDICTORS.get(name)
         names = list(dict.fromkeys(self.groups))
-        if len(names) < CV_MIN_GROUPS:
-            return factory().fit(X, y, groups)
+        if len(names) < CV_MIN_GROUPS:  # too little to cross-validate: trust the prior
+            return factory(alpha=max(ALPHAS)).fit(X, y, groups)
 
         def cv(alpha: float) -> float:
             taus = []
