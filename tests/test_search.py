@@ -171,7 +171,7 @@ def test_the_report_shows_the_predictor_ranking_quality(reference, tmp_path):
     page = build_report(out, tmp_path / "report").read_text()
     quality = events(out, "perf_predictor")
     assert "<h2>Performance predictor</h2>" in page
-    assert page.count("<td>pairwise</td>") == len(quality)
+    assert page.count(f"<td>{searched().perf_predictor}</td>") == len(quality)
 
 
 _BUSY_PARENT = """
