@@ -45,7 +45,7 @@ def _evolve_parser(sub) -> None:
                                            "(default 2)")
     p.add_argument("--screen", type=int, help="mutants drawn per child trained; the performance predictor keeps "
                                               "the predicted best (default: the preset's; 1 = no screening)")
-    p.add_argument("--perf-predictor", help="performance predictor that screens children: ridge (default) | pairwise")
+    p.add_argument("--perf-predictor", help="performance predictor that screens children: pairwise (default) | ridge")
     p.add_argument("--threads", type=int, help="torch threads of every training (default: 1 per proxy training, "
                                                "every usable core for an expert's)")
     p.add_argument("--workers", type=int, default=0,
