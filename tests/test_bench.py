@@ -53,6 +53,19 @@ def test_latency_predictor_quick_excludes_what_the_profile_saw(tmp_path):
     assert not seen & {"x".join(map(str, r["shape"])) + "|" + r["genome"] for r in res["networks"]}
 
 
+def test_perf_predictor_quick_replays_a_run_and_scores_every_model(tmp_path):
+    rec = run_bench("perf_predictor", tmp_path)
+    (run, scores), = rec["result"]["runs"].items()
+    assert set(scores) == {"pairwise", "ridge", "parent-acc", "random"}
+    n = {name: len(per_gen) for name, per_gen in scores.items()}
+    assert len(set(n.values())) == 1 and n["pairwise"] >= 1  # every model scored on the same generations
+    for per_gen in scores.values():
+        for g in per_gen:
+            assert g["kendall_tau"] is None or -1 <= g["kendall_tau"] <= 1
+            assert 0 <= g["top_k_precision"] <= 1
+    assert "| pairwise |" in rec["text"]
+
+
 def test_table_formats_markdown():
     sys.path.insert(0, str(BENCH))
     try:
