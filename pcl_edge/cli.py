@@ -58,9 +58,11 @@ def _evolve_parser(sub) -> None:
     p.add_argument("--out", help="run directory to create (must not exist or be empty)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its stored configuration")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="where candidates train: this process (default) or Ray tasks; same results either way")
+                   help="where candidates train: this machine's worker processes (local, default; see --workers) or "
+                        "Ray tasks; same results either way")
     p.add_argument("--ray-address", help="an existing Ray cluster (auto | HOST:PORT); default: start a local one")
-    p.add_argument("--cpus-per-trial", type=float, default=1, help="Ray: CPUs (and torch threads) per candidate")
+    p.add_argument("--cpus-per-trial", type=float, default=1,
+                   help="Ray: CPUs reserved per candidate (its torch threads come from the recipe: --threads)")
     p.add_argument("--gpus-per-trial", type=float, default=0, help="Ray: GPUs per candidate (fractions allowed)")
 
 

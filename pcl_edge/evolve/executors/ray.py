@@ -2,9 +2,10 @@
 
 - A task's data goes into the object store once per ``map`` call (``ray.put``), not once per candidate; Ray hands
   workers the object, zero-copy for numpy/torch buffers on the same node.
-- Each candidate asks for ``num_cpus`` / ``num_gpus``; a worker sets torch to that many threads, so a candidate
-  computes the same numbers as under the local executor with the same thread count: candidates are seeded from
-  their identity, never from which worker picks them up, and results come back in submission order.
+- Each candidate asks for ``num_cpus`` / ``num_gpus``; its torch thread count comes from its training recipe
+  (``TrainConfig.threads``), as under the local executor, so a candidate computes the same numbers wherever it runs:
+  candidates are seeded from their identity, never from which worker picks them up, and results come back in
+  submission order.
 - A worker that dies mid-candidate is retried by Ray (``max_retries``, bounded); a candidate that still fails is
   scored as failed (validation accuracy 0, ``extra.failed``) and the run goes on, checkpointed as usual.
 """
