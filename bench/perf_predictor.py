@@ -36,7 +36,8 @@ REFERENCES = ("parent-acc", "random")
 def generations(run: Path) -> list[dict]:
     """Per generation, in log order: its rung-0 children with features (as the search computed them before training),
     first-rung accuracies and the number promoted."""
-    cfg = json.loads((run / "config.json").read_text())
+    if json.loads((run / "config.json").read_text()).get("strategy") not in ("pcl", "pcl-scratch"):
+        raise SystemExit(f"{run} is not a search run")
     spec = json.loads(next((run / "experts").glob("*/metrics.json")).read_text())["input_spec"]
     shape = tuple(spec["shape"])
     latest: dict[str, tuple[str, float]] = {}  # uid -> (genome, val acc) as last recorded
@@ -61,8 +62,6 @@ def generations(run: Path) -> list[dict]:
                         "k": len(e["children"]) if len(e["children"]) < len(accs) else max(1, len(accs) // 2)})
         elif kind == "expert":
             latest[f"t{e['task']}-expert"] = (e["genome"], e["val_acc"])
-    if cfg.get("strategy") not in ("pcl", "pcl-scratch"):
-        raise SystemExit(f"{run} is not a search run")
     return out
 
 

@@ -29,7 +29,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def local_reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "run"
-    evolve(tiny(), out=out, progress=False, executor_options={"threads": 1})
+    evolve(tiny(), out=out, progress=False, executor_options={"workers": 1})
     return out
 
 

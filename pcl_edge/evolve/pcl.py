@@ -79,13 +79,17 @@ class PCLLearner(ExpertLearner):
 
         return load_profile(self.cfg.target) if self.cfg.target else None
 
+    @cached_property
+    def _latency_predictors(self) -> dict:
+        return {}
+
     def predictor(self, t: int):
         from ..hw.predictor import LatencyPredictor
 
-        cache = self.__dict__.setdefault("_latency_predictors", {})
-        if t not in cache:
-            cache[t] = LatencyPredictor(self.profile, self.stream.tasks[t].spec.shape, self.tasks[t].num_classes)
-        return cache[t]
+        if t not in self._latency_predictors:
+            self._latency_predictors[t] = LatencyPredictor(self.profile, self.stream.tasks[t].spec.shape,
+                                                           self.tasks[t].num_classes)
+        return self._latency_predictors[t]
 
     @property
     def objectives(self) -> tuple[str, ...]:
@@ -178,8 +182,8 @@ class PCLLearner(ExpertLearner):
                 for i in chosen]
 
     def _history(self) -> PerfHistory:
-        h = self.state["own"].get("perf_history")
-        return PerfHistory(**h) if h else PerfHistory.empty()
+        """Every child this run has labelled, all tasks so far (saved with the state)."""
+        return self.state["own"].setdefault("perf_history", PerfHistory.empty())
 
     def _promote(self, inds: list[Individual], k: int) -> list[Individual]:
         """Successive halving: the k best of a rung, feasible first, then validation accuracy, then fewer params."""
@@ -229,17 +233,16 @@ class PCLLearner(ExpertLearner):
         the children reached), then add these children to its history."""
         pred = [i.extra.get("predicted") for i in trained]
         acc = [i.val_acc for i in trained]
+        history = self._history()
         if all(p is not None for p in pred):
             k = self.cfg.rung_sizes[1] if len(self.cfg.rung_sizes) > 1 else max(1, len(trained) // 2)
-            quality = {"model": self.cfg.perf_predictor, "labels": len(self._history().y), "screened":
+            quality = {"model": self.cfg.perf_predictor, "labels": len(history.y), "screened":
                        len(trained) * self.cfg.screen, "trained": len(trained), "kendall_tau": kendall_tau(pred, acc),
                        "top_k": k, "top_k_precision": top_k_precision(pred, acc, k)}
             self.run.event("perf_predictor", task=t + 1, generation=g, **quality)
             log.info("task %d gen %d: performance predictor Kendall tau %s, top-%d precision %s", t + 1, g,
                      _fmt(quality["kendall_tau"]), k, _fmt(quality["top_k_precision"]))
-        h = self._history()
-        h.add([i.extra["features"] for i in trained], acc, f"t{t + 1}-g{g}")
-        self.state["own"]["perf_history"] = vars(h)
+        history.add([i.extra["features"] for i in trained], acc, f"t{t + 1}-g{g}")
 
     # -- the task -----------------------------------------------------------------------------------------------
     def learn_task(self, t: int) -> None:

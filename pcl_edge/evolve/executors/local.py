@@ -64,13 +64,12 @@ class LocalExecutor:
     """``workers``: processes that train candidates (1 = in this process; 0 = ``$PCL_EDGE_WORKERS`` if set, else one
     per usable core)."""
 
-    def __init__(self, progress: bool = True, workers: int = 0, threads: int = 0) -> None:
+    def __init__(self, progress: bool = True, workers: int = 0) -> None:
         from ..trainer import usable_cores
 
         self.progress = progress
         workers = workers or int(os.environ.get("PCL_EDGE_WORKERS", "0") or 0)
         self.workers = workers if workers > 0 else usable_cores()
-        self.threads = threads  # kept for old callers: sets this process's torch threads for in-process work
         self._pool: ProcessPoolExecutor | None = None
         if self.workers > 1:  # start the workers now: importing torch in them overlaps the caller's data loading
             pool = self._get_pool()
@@ -90,10 +89,6 @@ class LocalExecutor:
 
     def map(self, fn: Callable[..., R], items: Sequence[T], desc: str = "", shared: dict | None = None) -> list[R]:
         shared = shared or {}
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
         if self.workers <= 1 or len(items) <= 1:  # one candidate (an expert's training): no hand-over needed
             return [fn(item, **shared) for item in progress(items, desc=desc, unit="cand", enabled=self.progress)]
         pool = self._get_pool()
