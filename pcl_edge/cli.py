@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 
 log = logging.getLogger("pcl_edge")
@@ -183,26 +184,87 @@ def _engines_parser(sub) -> None:
 
 def _profile_parser(sub) -> None:
     p = sub.add_parser("profile", help="measure this device into a hardware profile (run it ON the target)",
-                       description="Time the kernels the search space produces, whole networks for the calibration "
-                       "and held-out networks for the accuracy block; write a profile YAML, a report and a "
-                       "predicted-vs-measured plot (PNG, with matplotlib). Needs onnx and the backend's runtime, "
-                       "not torch.\n\nexample:\n  pcl-edge profile --backend ort-cpu --out hw_profiles/my-cpu.yaml",
+                       description="Detect which operators the runtime fuses, time the fused kernels inside networks "
+                       "drawn the way the search draws them, fit the network model on calibration networks, and "
+                       "score it on held-out networks timed in interleaved rounds (with the noise floor); write a "
+                       "profile YAML, a report and a predicted-vs-measured plot (PNG, with matplotlib). Needs onnx "
+                       "and the backend's runtime, not torch. With --check, re-time an existing profile's reference "
+                       "networks instead (seconds) and report the drift; --rescale writes a rescaled copy."
+                       "\n\nexamples:\n  pcl-edge profile --backend ort-cpu --cpus 1 --out hw_profiles/my-cpu.yaml"
+                       "\n  pcl-edge profile --check hw_profiles/my-cpu.yaml --cpus 1"
+                       "\n  pcl-edge profile --check hw_profiles/my-cpu.yaml --rescale hw_profiles/my-cpu-v2.yaml",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", default="ort-cpu", help="ort-cpu | ort-cuda | ort-trt | tensorrt | trtexec")
-    p.add_argument("--out", required=True, help="profile YAML to write (must not exist)")
+    p.add_argument("--backend", default="ort-cpu", help="ort-cpu | ort-cuda | ort-trt | tensorrt | trtexec "
+                   "(default ort-cpu; with --check: the profile's own)")
+    p.add_argument("--out", help="profile YAML to write (must not exist); required unless --check")
+    p.add_argument("--check", metavar="PROFILE", help="re-time PROFILE's reference networks and report the drift "
+                   "ratio (exit 1 when it is beyond --tolerance)")
+    p.add_argument("--rescale", metavar="OUT", help="with --check: write a new profile version at OUT with the "
+                   "drift folded into its scale (provenance records it)")
+    p.add_argument("--tolerance", type=float, default=0.10, help="with --check: drift beyond which the profile is "
+                   "stale (default 0.10 = 10 %%)")
     p.add_argument("--name", help="profile name (default: the file name)")
-    p.add_argument("--input-shapes", default="1x8x8,3x32x32", help="CxHxW list: the input sizes in use")
-    p.add_argument("--kernel-genomes", type=int, default=150, help="random genomes whose kernels are timed")
-    p.add_argument("--calibration", type=int, default=40, help="whole networks per shape to fit the calibration")
-    p.add_argument("--holdout", type=int, default=50, help="held-out networks per shape for the accuracy block")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads, pinned and recorded")
+    p.add_argument("--input-shapes", default="1x8x8,3x32x32", help="CxHxW list: the input sizes in use "
+                   "(default 1x8x8,3x32x32)")
+    p.add_argument("--kernel-genomes", type=int, default=150, help="networks per shape whose fused kernels are "
+                   "timed in place (default 150)")
+    p.add_argument("--calibration", type=int, default=40, help="networks per shape to choose and fit the network "
+                   "model (default 40)")
+    p.add_argument("--holdout", type=int, default=50, help="held-out networks per shape and per sampler (search-like "
+                   "and uniform) for the accuracy block (default 50)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds of every whole network; its "
+                   "latency is the least round, their spread the noise (default 3)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads, pinned and recorded (default 1)")
     p.add_argument("--cpus", help="pin the process to these CPU ids (e.g. 1 or 0,1); recorded in the profile")
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="fp16", help="tensorrt / trtexec backends: fp32 | fp16")
+    p.add_argument("--warmup", type=int, default=20, help="untimed calls before each timing (default 20)")
+    p.add_argument("--iterations", type=int, default=100, help="timed calls per timing; the median is kept "
+                   "(default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled networks (default 0)")
+    p.add_argument("--precision", default="fp16", help="tensorrt / trtexec backends: fp32 | fp16 (default fp16)")
     p.add_argument("--jetson-clocks", default="unknown", choices=["on", "off", "unknown"],
                    help="recorded in the profile's power_mode (deploy/profile_jetson.sh sets and passes it)")
+
+
+def _backend_of(profile) -> str:
+    """The backend that measured a profile, from its recorded tool (``onnxruntime 1.x CPUExecutionProvider``)."""
+    tool = profile.measurement.get("tool", "")
+    if tool.startswith("onnxruntime"):
+        return {"CPUExecutionProvider": "ort-cpu", "CUDAExecutionProvider": "ort-cuda",
+                "TensorrtExecutionProvider": "ort-trt"}.get(tool.split()[-1], "ort-cpu")
+    return "tensorrt" if tool.startswith("TensorRT") else "trtexec" if tool.startswith("trtexec") else "ort-cpu"
+
+
+def cmd_profile_check(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .hw.backends import create_backend
+    from .hw.profile import load_profile
+    from .hw.profiling import check_profile, rescaled
+
+    profile = load_profile(args.check)
+    if args.rescale and Path(args.rescale).exists():
+        raise ValueError(f"{args.rescale} exists; profiles are never overwritten: choose a new --rescale path")
+    m = profile.measurement
+    cpus = m.get("cpu_affinity")
+    if not args.cpus and cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cpus))  # time it as it was profiled
+    backend = create_backend(_backend_of(profile), threads=int(m.get("intra_op_threads", args.threads)),
+                             warmup=int(m.get("warmup", args.warmup)), iterations=int(m.get("iterations", args.iterations)),
+                             precision=m.get("precision", args.precision))
+    check = check_profile(profile, backend, args.rounds)
+    drift = abs(check["ratio"] - 1)
+    verdict = "ok" if drift <= args.tolerance else "STALE"
+    sys.stdout.write(f"{args.check}: drift ratio {check['ratio']:.3f} (now / profiled, median of {check['n']} "
+                     f"reference networks; p10-p90 {check['ratio_p10_p90'][0]:.3f}-{check['ratio_p10_p90'][1]:.3f}; "
+                     f"{check['seconds']:.0f} s): {verdict} at tolerance {args.tolerance:.0%}\n")
+    if args.rescale:
+        new = rescaled(profile, check)
+        new.save(args.rescale)
+        sys.stdout.write(f"wrote {args.rescale}: scale {profile.scale:g} -> {new.scale:g}\n")
+        log.info("check: %s", json.dumps({k: v for k, v in check.items() if k != "networks"}))
+        return 0
+    return 0 if verdict == "ok" else 1
 
 
 def cmd_profile(args) -> int:
@@ -214,6 +276,14 @@ def cmd_profile(args) -> int:
     from .hw.backends import create_backend
     from .hw.profiling import plot_report, run_profile
 
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    if args.check:
+        return cmd_profile_check(args)
+    if args.rescale:
+        raise ValueError("--rescale goes with --check PROFILE")
+    if not args.out:
+        raise ValueError("profile needs --out PATH (a new profile) or --check PROFILE (re-time an existing one)")
     out = Path(args.out)
     if out.exists():
         raise ValueError(f"{out} exists; profiles are never overwritten: choose a new --out")
@@ -225,22 +295,20 @@ def cmd_profile(args) -> int:
             raise ValueError(f"bad input shape {text!r}; expected CxHxW like 3x32x32") from None
     from .hw.profiling import jetson_power_mode
 
-    if args.cpus:
-        import os
-
-        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     backend = create_backend(args.backend, threads=args.threads, warmup=args.warmup, iterations=args.iterations,
                              precision=args.precision)
     command = shlex.join(["pcl-edge", *sys.argv[1:]]) if sys.argv[0].endswith("pcl-edge") else "pcl-edge profile"
     profile, report = run_profile(backend, args.name or out.stem, shapes, args.kernel_genomes, args.calibration,
                                   args.holdout, args.seed, command=command,
-                                  power_mode=jetson_power_mode(args.jetson_clocks))
+                                  power_mode=jetson_power_mode(args.jetson_clocks), rounds=args.rounds)
     profile.save(out)
     write_text(out.with_suffix(".report.json"), json.dumps(report, indent=1) + "\n")
     plotted = plot_report(report, out.with_suffix(".png"), profile.name)
     a = report["accuracy"]
-    sys.stdout.write(f"wrote {out} ({len(profile.kernels)} kernels, calibration {profile.calibration})\n"
-                     f"held-out: n={a['n']} within 10 % {a['within_10pct']:.1%}, RMSE {a['rmse_ms']:.4f} ms, "
+    floor = a.get("noise_floor_within_10pct")
+    sys.stdout.write(f"wrote {out} ({len(profile.kernels)} fused kernels, rules {profile.fusion['rules']})\n"
+                     f"held-out: n={a['n']} within 10 % {a['within_10pct']:.1%} (noise floor "
+                     f"{'n/a' if floor is None else f'{floor:.1%}'}), RMSE {a['rmse_ms']:.4f} ms, "
                      f"Spearman {a['spearman']:.3f}\n" + (f"plot: {out.with_suffix('.png')}\n" if plotted else ""))
     return 0
 

@@ -3,7 +3,41 @@ It records every call, so tests check the builder's logic (order, flags, shapes,
 
 from __future__ import annotations
 
+import json
 import types
+
+
+def fuse_layers(onnx_bytes: bytes) -> list[str]:
+    """Layer names as TensorRT reports fused layers (members joined by " + "), emulating its documented fusions
+    on the ONNX graph: Convolution + ReLU, Convolution + ElementWise sum (+ ReLU), ElementWise + ReLU. Written
+    against ONNX nodes, independently of pcl_edge.hw.fusion, so tests can check that module against it."""
+    import onnx
+
+    nodes = list(onnx.load_from_string(onnx_bytes).graph.node)
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for i, x in enumerate(n.input):
+            consumers.setdefault(x, []).append((n, i))
+    taken, layers = set(), []
+    for n in nodes:
+        if n.name in taken:
+            continue
+        chain = [n]
+        while True:
+            last = chain[-1]
+            nxt = consumers.get(last.output[0], [])
+            if len(nxt) != 1:
+                break
+            node, slot = nxt[0]
+            ops = [c.op_type for c in chain] + [node.op_type]
+            ok = ops in (["Conv", "Relu"], ["Add", "Relu"], ["Conv", "Add", "Relu"]) or (ops == ["Conv", "Add"]
+                                                                                         and slot == 0)
+            if not ok:
+                break
+            chain.append(node)
+        taken.update(c.name for c in chain)
+        layers.append(" + ".join(c.name for c in chain))
+    return layers
 
 
 def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok: bool = True):
@@ -26,6 +60,12 @@ def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok:
     trt.BuilderFlag = _Enum(FP16="FP16", INT8="INT8")
     trt.MemoryPoolType = _Enum(WORKSPACE="WORKSPACE")
     trt.NetworkDefinitionCreationFlag = _Enum(EXPLICIT_BATCH=0)
+    trt.ProfilingVerbosity = _Enum(DETAILED="DETAILED", LAYER_NAMES_ONLY="LAYER_NAMES_ONLY", NONE="NONE")
+    trt.LayerInformationFormat = _Enum(JSON="JSON", ONELINE="ONELINE")
+
+    class Network:
+        def __init__(self):
+            self.onnx = b""
 
     class TimingCache:
         def __init__(self, data: bytes):
@@ -37,6 +77,7 @@ def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok:
     class Config:
         def __init__(self):
             self.flags, self.profiles, self.cache, self.int8_calibrator = [], [], None, None
+            self.profiling_verbosity = "LAYER_NAMES_ONLY"
 
         def set_memory_pool_limit(self, pool, n):
             calls.append(("set_memory_pool_limit", pool, n))
@@ -73,7 +114,7 @@ def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok:
 
         def create_network(self, flags):
             calls.append(("create_network", flags))
-            return object()
+            return Network()
 
         def create_builder_config(self):
             calls.append(("create_builder_config",))
@@ -90,14 +131,21 @@ def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok:
                     while cal.get_batch(["input"]) is not None:
                         calls.append(("calibration_batch",))
                     cal.write_calibration_cache(b"scales")
-            return b"PLAN:" + repr(sorted(config.flags)).encode() if build_ok else None
+            if not build_ok:
+                return None
+            plan = b"PLAN:" + repr(sorted(config.flags)).encode()
+            if config.profiling_verbosity == "DETAILED":
+                plan += b"|LAYERS:" + json.dumps(fuse_layers(network.onnx)).encode()
+            return plan
 
     class OnnxParser:
         def __init__(self, network, logger):
             self.num_errors = 0 if parse_ok else 1
+            self.network = network
 
         def parse(self, data):
             calls.append(("parse", len(data)))
+            self.network.onnx = bytes(data)
             return parse_ok
 
         def get_error(self, i):
@@ -126,9 +174,26 @@ def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok:
             calls.append(("execute_async_v3", stream))
             return True
 
+    class Inspector:
+        def __init__(self, layers):
+            self.layers = layers
+
+        def get_engine_information(self, fmt):
+            calls.append(("get_engine_information", fmt))
+            reformat = [{"Name": f"Reformatting CopyNode for Input Tensor 0 to {self.layers[0]}",
+                         "LayerType": "Reformat"}] if self.layers else []
+            return json.dumps({"Layers": reformat + [{"Name": n, "LayerType": "CaskConvolution"} for n in self.layers],
+                               "Bindings": ["input", "logits"]})
+
     class Engine:
         num_io_tensors = 2
         device_memory_size = 4096
+
+        def __init__(self, layers=None):
+            self.layers = layers or []
+
+        def create_engine_inspector(self):
+            return Inspector(self.layers)
 
         def get_tensor_name(self, i):
             return ["input", "logits"][i]
@@ -142,7 +207,8 @@ def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok:
 
         def deserialize_cuda_engine(self, plan):
             calls.append(("deserialize_cuda_engine", bytes(plan)[:5]))
-            return Engine()
+            _, _, layers = bytes(plan).partition(b"|LAYERS:")
+            return Engine(json.loads(layers) if layers else None)
 
     trt.Builder, trt.OnnxParser, trt.IInt8EntropyCalibrator2 = Builder, OnnxParser, IInt8EntropyCalibrator2
     trt.Runtime = Runtime

@@ -77,7 +77,13 @@ class PCLLearner(ExpertLearner):
     def profile(self):
         from ..hw.profile import load_profile
 
-        return load_profile(self.cfg.target) if self.cfg.target else None
+        if not self.cfg.target:
+            return None
+        profile = load_profile(self.cfg.target)
+        why = profile.staleness(self.cfg.profile_max_age_days)
+        if why:
+            log.warning("%s; the search ranks by it all the same (absolute budgets may be off)", why)
+        return profile
 
     @cached_property
     def _latency_predictors(self) -> dict:

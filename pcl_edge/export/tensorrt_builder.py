@@ -67,8 +67,9 @@ def gpu_name() -> str:
 
 
 def build_plan(trt, onnx_bytes: bytes, input_name: str, chw: tuple[int, ...], opts: BuildOptions,
-               timing_cache: bytes = b"", calibrator=None) -> tuple[bytes, bytes]:
-    """One engine plan and the (updated) serialized timing cache."""
+               timing_cache: bytes = b"", calibrator=None, detailed: bool = False) -> tuple[bytes, bytes]:
+    """One engine plan and the (updated) serialized timing cache. ``detailed`` keeps per-layer information in the
+    plan (``ProfilingVerbosity.DETAILED``) for the engine inspector."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = compat.create_network(trt, builder)
@@ -88,6 +89,8 @@ def build_plan(trt, onnx_bytes: bytes, input_name: str, chw: tuple[int, ...], op
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, (1, *chw), (opts.opt_batch, *chw), (opts.max_batch, *chw))
     config.add_optimization_profile(profile)
+    if detailed:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     cache = config.create_timing_cache(timing_cache)
     config.set_timing_cache(cache, False)
     plan = builder.build_serialized_network(network, config)

@@ -3,15 +3,23 @@
 ``source: measured`` profiles carry device, software versions, power mode, measurement settings and provenance
 (command, code version, date, host); ``source: estimated`` ones carry the datasheet figures and sources of their
 roofline. A measured profile without provenance is refused: no number is presented as measured on hardware that
-nobody measured."""
+nobody measured.
+
+Schema 2 (this version) keys kernels by *fused* kernels (``hw.fusion``) and records the fusion rules, how the timed
+networks were drawn (``sampling``), the measured repeat-to-repeat noise (``noise``), a small reference set that
+``pcl-edge profile --check`` re-times to detect drift (``reference``), and the drift ``scale`` a ``--rescale``
+applied. Schema 1 profiles were keyed by whole blocks timed alone; they are refused with a pointer to re-profile."""
 
 from __future__ import annotations
 
+import calendar
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MAX_AGE_DAYS = 30  # a measured profile older than this (since measured or last checked) draws a warning
 SOURCES = ("measured", "estimated")
 
 
@@ -38,13 +46,47 @@ class Profile:
     kernels: dict[str, KernelStats]
     fallback: dict  # {"kind": "linear", "coefficients": {op: [...]}} or {"kind": "roofline", ...}
     overhead_ms: float = 0.0
-    calibration: dict = field(default_factory=lambda: {"scale": 1.0, "offset": 0.0})
+    # per input shape (``CxHxW``) or ``default``: {"model": name, "coef": {feature: value}} (``hw.predictor``)
+    calibration: dict = field(default_factory=lambda: {"default": {"model": "scale", "coef": {"kernels_ms": 1.0}}})
     accuracy: dict | None = None
     power_mode: dict | None = None
     provenance: dict | None = None
     estimate: dict | None = None
     energy: dict | None = None
+    fusion: dict | None = None  # {"rules": ["Conv+Relu", ...], "source": "detected ..." | "assumed ..."}
+    sampling: dict | None = None  # how the timed networks were drawn
+    noise: dict | None = None  # repeat-to-repeat spread of the held-out measurements and the noise floor
+    reference: dict | None = None  # {"networks": [{"shape", "genome", "ms"}], ...}: what ``--check`` re-times
+    scale: float = 1.0  # drift factor applied by ``profile --check --rescale`` (provenance says when and why)
+    stale: bool = False  # set by hand (or by a tool) when the device changed: the search warns
     schema_version: int = SCHEMA_VERSION
+
+    def checked_at(self) -> float | None:
+        """When the numbers were last confirmed on the device (measured, or re-checked and rescaled): epoch s."""
+        prov = self.provenance or {}
+        dates = [prov.get("date")] + [r.get("date") for r in prov.get("rescaled", [])]
+        stamps = []
+        for d in dates:
+            try:
+                stamps.append(calendar.timegm(time.strptime(d, "%Y-%m-%dT%H:%M:%SZ")))
+            except (TypeError, ValueError):
+                pass
+        return max(stamps) if stamps else None
+
+    def staleness(self, max_age_days: float = MAX_AGE_DAYS, now: float | None = None) -> str | None:
+        """Why this profile's absolute numbers should not be trusted without a check, or None."""
+        if self.source != "measured":
+            return None
+        if self.stale:
+            return f"profile {self.name} is marked stale: run pcl-edge profile --check (and --rescale) or re-profile"
+        at = self.checked_at()
+        if at is None:
+            return None
+        age = ((now or time.time()) - at) / 86400
+        if age > max_age_days:
+            return (f"profile {self.name} was measured or last checked {age:.0f} days ago (> {max_age_days:g}): "
+                    "the device may have drifted; run pcl-edge profile --check PROFILE")
+        return None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -66,6 +108,9 @@ def profile_from_dict(d: dict, where: str = "profile") -> Profile:
     if not isinstance(d, dict):
         raise ProfileError(f"{where}: not a mapping")
     version = d.get("schema_version")
+    if version == 1:
+        raise ProfileError(f"{where}: schema_version 1 (kernels timed alone, keyed by whole blocks) is no longer read: "
+                           "re-run pcl-edge profile on the device (schema 2 keys kernels as the runtime fuses them)")
     if version != SCHEMA_VERSION:
         raise ProfileError(f"{where}: unknown schema_version {version!r}; this pcl-edge reads {SCHEMA_VERSION}")
     missing = [k for k in _REQUIRED if k not in d]

@@ -1,10 +1,13 @@
 """``pcl-edge profile``: measure a target device into a hardware profile.
 
-1. sample the kernels the search space can produce at the input shapes in use and time each one alone;
-2. time an empty model: the per-call cost that a lone kernel pays but a kernel inside a network does not;
-3. time whole random networks and fit the calibration (measured ~ scale * predicted + offset);
-4. time held-out random networks the calibration never saw and write the ``accuracy`` block;
-5. record device, software, settings and provenance, and plot predicted vs measured.
+1. detect which operator chains the runtime fuses (``hw.fusion``: probe networks, the optimised graph);
+2. draw networks the way the search draws them (populations and their mutants) and uniformly at random;
+3. time the fused kernels *in place*, inside whole networks (onnxruntime's profiler), or, on backends that cannot,
+   alone less the measured empty call; fit a fallback regression for kernels the table lacks;
+4. time calibration networks and choose the network-level model per input shape by cross-validation on them;
+5. time held-out networks of both kinds in interleaved rounds (ABAB), record the repeat-to-repeat spread and the
+   noise floor next to the predictor's hit rate; keep a small reference set for ``profile --check``;
+6. record device, software, settings and provenance, and plot predicted vs measured.
 Runs where the device is: needs onnx and the backend's runtime, never torch."""
 
 from __future__ import annotations
@@ -22,19 +25,65 @@ import numpy as np
 from .. import __version__
 from .._progress import progress
 from ..space.genome import Genome
-from ..space.mutation import mutate
+from ..space.mutation import crossover, mutate
 from ..space.search_space import SearchSpace
+from .fusion import TENSORRT_RULES, FusedKernel, Rules, assign_nodes, detect_rules, lower, rule_names
 from .kernels import Kernel, genome_kernels
-from .onnx_graphs import genome_model, kernel_model
-from .predictor import LatencyPredictor, accuracy_report, calibrate, fit_calibration, fit_fallback
+from .onnx_graphs import fused_model, genome_model, kernels_model
+from .predictor import LatencyPredictor, accuracy_report, choose_network_model, fit_fallback
 from .profile import SCHEMA_VERSION, KernelStats, Profile
 
 log = logging.getLogger(__name__)
 
+# what the search space looks like in the presets that use a target (``evolve.config``: cpu preset)
+SPACE = {"max_depth": 8, "max_params": 300_000, "init_max_depth": 4, "population": 6}
+
+
+def _space(shape: tuple[int, int, int]) -> SearchSpace:
+    return SearchSpace(in_channels=shape[0], input_size=min(shape[1:]), max_depth=SPACE["max_depth"],
+                       max_params=SPACE["max_params"])
+
+
+def random_genomes(shape: tuple[int, int, int], n: int, rng: np.random.Generator,
+                   exclude: set | frozenset = frozenset()) -> list[Genome]:
+    """Distinct genomes drawn uniformly over the space's depths (up to its maximum), none of ``exclude``."""
+    space, out = _space(shape), {}
+    for _ in range(50 * n):
+        g = space.sample(rng, max_depth=space.max_depth)
+        if g not in exclude:
+            out.setdefault(g)
+        if len(out) >= n:
+            break
+    return list(out)
+
+
+def search_genomes(shape: tuple[int, int, int], n: int, rng: np.random.Generator, walk: int = 60,
+                   crossover_p: float = 0.25) -> list[Genome]:
+    """Distinct genomes the way the search visits them: an initial population drawn as the learner draws it
+    (shallow, ``init_max_depth``), then ``walk`` children, each a mutation (after a crossover with probability
+    ``crossover_p``) of a random member, replacing the oldest member (no fitness: every direction the search can
+    take from its start is covered); a new population every ``walk`` children."""
+    space, out = _space(shape), {}
+    for _ in range(50 * n):
+        pop = [space.sample(rng, max_depth=SPACE["init_max_depth"]) for _ in range(SPACE["population"])]
+        for g in pop:
+            out.setdefault(g)
+        for _ in range(walk):
+            parent = pop[int(rng.integers(len(pop)))]
+            if rng.random() < crossover_p:
+                parent = crossover(parent, pop[int(rng.integers(len(pop)))], space, rng)
+            child, _ = mutate(parent, space, rng)
+            pop = [*pop[1:], child]
+            out.setdefault(child)
+        if len(out) >= n:
+            break
+    genomes = list(out)
+    return [genomes[i] for i in sorted(rng.permutation(len(genomes))[:n])]
+
 
 def sample_genomes(shape: tuple[int, int, int], n: int, rng: np.random.Generator, max_depth: int = 8,
                    max_params: int = 300_000) -> list[Genome]:
-    """Distinct genomes from random samples and short mutation walks (what a search visits); bounded."""
+    """Random genomes and short mutation walks of them (kept for scripts that re-draw older profiles' sets)."""
     space = SearchSpace(in_channels=shape[0], input_size=min(shape[1:]), max_depth=max_depth, max_params=max_params)
     out: dict[Genome, None] = {}
     for _ in range(20 * n):
@@ -106,71 +155,252 @@ def _git_version() -> str:
         return __version__
 
 
-def run_profile(backend, name: str, shapes: list[tuple[int, int, int]], n_kernel_genomes: int = 150,
-                n_calibration: int = 40, n_holdout: int = 50, seed: int = 0, command: str = "",
-                power_mode: dict | None = None) -> tuple[Profile, dict]:
-    rng = np.random.default_rng(seed)
-    per_shape = {s: sample_genomes(s, n_kernel_genomes + n_calibration + n_holdout, rng) for s in shapes}
-    kernels: dict[str, Kernel] = {}
-    for s, gs in per_shape.items():
-        for g in gs[:n_kernel_genomes]:
-            for k in genome_kernels(g, s):
-                kernels.setdefault(k.key, k)
-    call_ms = float(np.median([backend.measure(_identity_model(s)).median for s in shapes]))
-    table: dict[str, KernelStats] = {}
-    for key, k in progress(sorted(kernels.items()), desc="kernels", unit="kernel"):
-        m = backend.measure(kernel_model(k))
-        # a lone kernel pays one call; inside a network it does not: subtract the measured empty call
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def shape_key(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+# -- measuring --------------------------------------------------------------------------------------------------------
+def backend_rules(backend) -> tuple[Rules, dict]:
+    """The fusion rules of this backend: detected from its optimised graphs when it can show them, else TensorRT's
+    documented fusions (assumed, and said so)."""
+    if hasattr(backend, "optimized_nodes"):
+        rules, info = detect_rules(lambda ks: backend.optimized_nodes(kernels_model(ks)))
+        return rules, {"rules": rule_names(rules), "source": f"detected: {info['probes']} probe networks, the "
+                       f"backend's optimised graph ({info['nodes']} nodes)"}
+    return TENSORRT_RULES, {"rules": rule_names(TENSORRT_RULES),
+                            "source": "assumed: TensorRT developer guide, layer fusions (not detected here)"}
+
+
+def time_networks(backend, models: list[bytes], rounds: int, desc: str) -> np.ndarray:
+    """(rounds x networks) per-call medians, interleaved: every network once per round (ABAB..., not AAAA BBBB), so
+    a slow spell of a shared machine hits one round of many networks, not every round of one."""
+    out = np.empty((rounds, len(models)))
+    for r in range(rounds):
+        for i, m in enumerate(progress(models, desc=f"{desc} round {r + 1}/{rounds}", unit="net")):
+            out[r, i] = backend.measure(m).median
+    return out
+
+
+def statistic(rounds: np.ndarray) -> np.ndarray:
+    """A network's latency: the least of its rounds' medians (what interference from other tenants can only add to;
+    the spread between rounds is recorded as noise)."""
+    return rounds.min(axis=0)
+
+
+def noise_report(rounds: np.ndarray) -> dict:
+    """Repeat-to-repeat spread and the noise floor: the share of single rounds within +-10 % of the other rounds'
+    median, i.e. what a perfect predictor of the network's typical latency would score against one measurement."""
+    r = np.asarray(rounds, float)
+    if r.shape[0] < 2:
+        return {"rounds": int(r.shape[0])}
+    spread = r.max(0) / r.min(0) - 1
+    hits = [np.abs(r[i] - np.median(np.delete(r, i, 0), 0)) <= 0.1 * r[i] for i in range(r.shape[0])]
+    return {"rounds": int(r.shape[0]), "order": "interleaved (every network once per round)",
+            "spread_median": round(float(np.median(spread)), 4), "spread_p90": round(float(np.percentile(spread, 90)), 4),
+            "noise_floor_within_10pct": round(float(np.mean(hits)), 4)}
+
+
+def _trimmed(x: np.ndarray) -> float:
+    """Mean of the calls between the 10th and 90th percentile (the profiler's microsecond ticks average out; the
+    slow tail of a shared machine does not pull it)."""
+    lo, hi = np.percentile(x, [10, 90])
+    inner = x[(x >= lo) & (x <= hi)]
+    return float(inner.mean() if inner.size else np.median(x))
+
+
+def in_place_table(backend, rules: Rules, nets: list[list[Kernel]]) -> tuple[dict, dict, int]:
+    """Fused-kernel times measured inside whole networks: {key: KernelStats}, {key: FusedKernel}, mismatches
+    between the predicted fusion and the runtime's nodes."""
+    per_key: dict[str, list[float]] = {}
+    calls: dict[str, list[np.ndarray]] = {}
+    fks: dict[str, FusedKernel] = {}
+    bad = 0
+    for ks in progress(nets, desc="kernels in place", unit="net"):
+        flat = [fk for k in ks for fk, _ in lower(k, rules)]
+        times = backend.measure_nodes(kernels_model(ks))
+        assigned, mismatches = assign_nodes(ks, rules, times)
+        bad += mismatches
+        for node, i in assigned.items():
+            fk = flat[i]
+            fks.setdefault(fk.key, fk)
+            per_key.setdefault(fk.key, []).append(_trimmed(times[node]))
+            calls.setdefault(fk.key, []).append(times[node])
+    # the profiler's own cost per node, inside each kernel's time: what a node that does nothing (Flatten, a view)
+    # takes in place; taken off every kernel (the network model learns the real per-kernel dispatch cost)
+    empty = [v for k, vals in per_key.items() if fks[k].ops == ("Flatten",) for v in vals]
+    floor = float(np.median(empty)) if empty else 0.0
+    table = {}
+    for key, vals in per_key.items():
+        pooled = np.concatenate(calls[key]) - floor
+        table[key] = KernelStats(max(0.0, float(np.median(vals)) - floor), float(np.percentile(pooled, 90)),
+                                 float(np.percentile(pooled, 99)), float(pooled.std()), int(pooled.size))
+    return table, fks, bad, floor
+
+
+def alone_table(backend, rules: Rules, nets: list[list[Kernel]], call_ms: float) -> tuple[dict, dict, int]:
+    """Fused kernels timed alone, less the empty call (backends without per-node timing in place)."""
+    fks = {fk.key: fk for ks in nets for k in ks for fk, _ in lower(k, rules)}
+    table = {}
+    for key, fk in progress(sorted(fks.items()), desc="kernels alone", unit="kernel"):
+        m = backend.measure(fused_model(fk))
         table[key] = KernelStats(max(0.0, m.median - call_ms), max(0.0, m.p90 - call_ms), max(0.0, m.p99 - call_ms),
                                  m.std, m.count)
-    ks = list(kernels.values())
-    draft = Profile(name=name, source="measured", device=_device(), software=_software(backend),
-                    measurement=backend.settings(), kernels=table,
-                    fallback=fit_fallback(ks, [table[k.key].median for k in ks]), overhead_ms=call_ms)
+    return table, fks, 0, 0.0
 
-    def networks(s: tuple[int, int, int], sl: slice, desc: str) -> tuple[list[float], list[int], list[float]]:
-        pred, raw, nodes, meas = LatencyPredictor(draft, s), [], [], []
-        for g in progress(per_shape[s][sl], desc=f"{desc} {'x'.join(map(str, s))}", unit="net"):
-            raw.append(pred.raw(g))
-            nodes.append(pred.n_nodes(g))
-            meas.append(backend.measure(genome_model(g, s)).median)
-        return raw, nodes, meas
 
-    # one calibration per input shape (small inputs are dispatch-bound, large ones compute-bound), fitted on
-    # networks that are neither the kernel-sampling genomes nor the held-out ones
-    calibration, ho_pred, ho_meas, ho_names, n_cal = {}, [], [], [], 0
+def _search_share(n_kernel_genomes: int, n_calibration: int) -> tuple[int, int]:
+    return n_kernel_genomes - n_kernel_genomes // 3, n_calibration // 2
+
+
+def draw_sets(shapes: list[tuple[int, int, int]], rng: np.random.Generator, n_kernel_genomes: int, n_calibration: int,
+              n_holdout: int) -> dict[tuple, dict[str, list[Genome]]]:
+    """Per shape, disjoint sets of networks: ``kernels`` (two thirds search-like), ``calibration`` (half),
+    ``holdout_search`` and ``holdout_random``. Deterministic in ``rng``: a profile's seed re-draws them."""
+    n_ks, n_cs = _search_share(n_kernel_genomes, n_calibration)
+    k_r, c_r = n_kernel_genomes - n_ks, n_calibration - n_cs
+    sets = {}
     for s in shapes:
-        key = "x".join(map(str, s))
-        raw, nodes, meas = networks(s, slice(n_kernel_genomes, n_kernel_genomes + n_calibration), "calibration")
-        calibration[key] = fit_calibration(raw, meas, nodes)
-        n_cal += len(raw)
-        raw, nodes, meas = networks(s, slice(n_kernel_genomes + n_calibration, None), "held-out")
-        ho_pred += [calibrate(calibration[key], r, n) for r, n in zip(raw, nodes)]
-        ho_meas += meas
-        ho_names += [f"{key}|{g}" for g in per_shape[s][n_kernel_genomes + n_calibration:]]
-    accuracy = accuracy_report(ho_pred, ho_meas) | {"networks": "random genomes never used for kernels or calibration"}
-    profile = Profile(**{**draft.__dict__, "calibration": calibration, "accuracy": accuracy,
-                         "power_mode": power_mode,
-                         "provenance": {"command": command, "code_version": _git_version(),
-                                        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        search = search_genomes(s, n_ks + n_cs + n_holdout, rng)
+        rand = random_genomes(s, k_r + c_r + n_holdout, rng, exclude=set(search))
+        sets[s] = {"kernels": search[:n_ks] + rand[:k_r], "calibration": search[n_ks:n_ks + n_cs] + rand[k_r:k_r + c_r],
+                   "holdout_search": search[n_ks + n_cs:], "holdout_random": rand[k_r + c_r:]}
+    return sets
+
+
+# -- the whole run ----------------------------------------------------------------------------------------------------
+def run_profile(backend, name: str, shapes: list[tuple[int, int, int]], n_kernel_genomes: int = 150,
+                n_calibration: int = 40, n_holdout: int = 50, seed: int = 0, command: str = "",
+                power_mode: dict | None = None, rounds: int = 3, n_reference: int = 8) -> tuple[Profile, dict]:
+    """``n_kernel_genomes`` networks per shape give the kernel table (two thirds drawn like the search, one third
+    uniformly), ``n_calibration`` the network model (half and half), and ``n_holdout`` of *each* kind are held out."""
+    t_start = time.time()
+    rng = np.random.default_rng(seed)
+    rules, fusion = backend_rules(backend)
+    log.info("fusion rules: %s (%s)", fusion["rules"], fusion["source"])
+    sets = draw_sets(shapes, rng, n_kernel_genomes, n_calibration, n_holdout)
+    n_ks, n_cs = _search_share(n_kernel_genomes, n_calibration)
+    call_ms = float(np.median([backend.measure(_identity_model(s)).median for s in shapes]))
+    nets = [list(genome_kernels(g, s)) for s in shapes for g in sets[s]["kernels"]]
+    in_place = hasattr(backend, "measure_nodes")
+    table, fks, mismatches, profiler_floor = (in_place_table(backend, rules, nets) if in_place
+                              else alone_table(backend, rules, nets, call_ms))
+    if mismatches:
+        log.warning("%d runtime nodes did not match the predicted fusion (%s)", mismatches, fusion["rules"])
+    fusion["verified"] = {"networks": len(nets) if in_place else 0, "mismatches": mismatches}
+    keys = sorted(table)
+    draft = Profile(name=name, source="measured", device=_device(), software=_software(backend),
+                    measurement=backend.settings() | {
+                        "kernels": "in place: each fused kernel's time inside whole networks (onnxruntime profiler, "
+                                   "trimmed mean of calls, median over networks, less the profiler's per-node "
+                                   f"floor {profiler_floor * 1e3:.2f} us: a Flatten's time in place)" if in_place else
+                                   "alone: each fused kernel as its own model, less the measured empty call",
+                        "networks": f"least of {rounds} interleaved rounds of per-call medians"},
+                    kernels=table, fallback=fit_fallback([fks[k] for k in keys], [table[k].median for k in keys]),
+                    overhead_ms=call_ms, fusion=fusion)
+
+    calibration, reference, report_rows, all_rounds = {}, [], [], {"search": [], "random": []}
+    for s in shapes:
+        key = shape_key(s)
+        pred = LatencyPredictor(draft, s)
+        cal = sets[s]["calibration"]
+        cal_rounds = time_networks(backend, [genome_model(g, s) for g in cal], rounds, f"calibration {key}")
+        cal_ms = statistic(cal_rounds)
+        calibration[key] = choose_network_model([pred.features(g) for g in cal], list(cal_ms), seed=seed)
+        order = np.argsort(cal_ms)  # a reference set spanning the sizes: evenly spaced by measured latency
+        for i in order[np.linspace(0, len(order) - 1, min(n_reference, len(order))).round().astype(int)]:
+            reference.append({"shape": key, "genome": str(cal[i]), "ms": round(float(cal_ms[i]), 6)})
+    profile = Profile(**{**draft.__dict__, "calibration": calibration})
+    for s in shapes:
+        key = shape_key(s)
+        pred = LatencyPredictor(profile, s)
+        for kind in ("search", "random"):
+            gs = sets[s][f"holdout_{kind}"]
+            r = time_networks(backend, [genome_model(g, s) for g in gs], rounds, f"held-out {kind} {key}")
+            all_rounds[kind].append(r)
+            for g, rs in zip(gs, r.T):
+                report_rows.append({"shape": key, "sampler": kind, "genome": str(g), "predicted_ms": round(pred.predict(g), 6),
+                                    "measured_ms": round(float(rs.min()), 6), "rounds_ms": [round(float(v), 6) for v in rs]})
+    accuracy = holdout_accuracy(report_rows)
+    noise = noise_report(np.concatenate([r for rs in all_rounds.values() for r in rs], axis=1))
+    profile = Profile(**{**profile.__dict__, "accuracy": accuracy, "noise": noise, "power_mode": power_mode,
+                         "sampling": {
+                             "kernels": f"{n_ks} search-like + {n_kernel_genomes - n_ks} uniform networks per shape",
+                             "calibration": f"{n_cs} search-like + {n_calibration - n_cs} uniform networks per shape",
+                             "holdout": f"{n_holdout} search-like + {n_holdout} uniform networks per shape, never "
+                                        "used for kernels or calibration",
+                             "search_like": "populations drawn as the learner draws them (depth <= "
+                                            f"{SPACE['init_max_depth']}, {SPACE['population']} members), then 60 "
+                                            "mutation/crossover children each, oldest replaced (hw.profiling."
+                                            "search_genomes)",
+                             "uniform": f"SearchSpace.sample over depths 2..{SPACE['max_depth']}",
+                             "space": dict(SPACE)},
+                         "reference": {"networks": reference, "rounds": rounds,
+                                       "statistic": "least of interleaved rounds of per-call medians"},
+                         "provenance": {"command": command, "code_version": _git_version(), "date": _now(),
                                         "host": socket.gethostname(), "input_shapes": [list(s) for s in shapes],
-                                        "kernels_measured": len(table), "calibration_networks": n_cal,
-                                        "seed": seed,  # with the next line, every sampled genome can be re-drawn
-                                        "sampled_per_shape": n_kernel_genomes + n_calibration + n_holdout},
+                                        "kernels_measured": len(table), "calibration_networks": n_calibration * len(shapes),
+                                        "seed": seed, "sets": [n_kernel_genomes, n_calibration, n_holdout],
+                                        "minutes": round((time.time() - t_start) / 60, 2)},
                          "schema_version": SCHEMA_VERSION})
-    report = {"accuracy": accuracy, "accuracy_by_shape": _by_shape(ho_names, ho_pred, ho_meas),
-              "calibration": calibration, "call_overhead_ms": call_ms,
-              "holdout": [{"network": n, "predicted_ms": round(p, 6), "measured_ms": round(m, 6)}
-                          for n, p, m in zip(ho_names, ho_pred, ho_meas)]}
+    report = {"accuracy": accuracy, "noise": noise, "calibration": calibration, "call_overhead_ms": call_ms,
+              "fusion": fusion, "holdout": report_rows}
     return profile, report
 
 
-def _by_shape(names: list[str], pred: list[float], meas: list[float]) -> dict:
-    out = {}
-    for key in sorted({n.split("|")[0] for n in names}):
-        idx = [i for i, n in enumerate(names) if n.startswith(key + "|")]
-        out[key] = accuracy_report([pred[i] for i in idx], [meas[i] for i in idx])
+def holdout_accuracy(rows: list[dict]) -> dict:
+    """Hit rates of the held-out networks: overall, per sampler and per input shape, against the networks'
+    statistic (least round) and against single rounds (comparable with the noise floor)."""
+    def block(sel: list[dict]) -> dict:
+        rep = accuracy_report([r["predicted_ms"] for r in sel], [r["measured_ms"] for r in sel])
+        single = [abs(r["predicted_ms"] - v) <= 0.1 * v for r in sel for v in r.get("rounds_ms", [])]
+        if single:
+            rep["within_10pct_single_rounds"] = round(float(np.mean(single)), 4)
+            rounds = np.array([r["rounds_ms"] for r in sel]).T
+            rep["noise_floor_within_10pct"] = noise_report(rounds).get("noise_floor_within_10pct")
+        return rep
+
+    out = block(rows) | {"networks": "held out: never used for kernels or calibration"}
+    out["by_sampler"] = {k: block([r for r in rows if r["sampler"] == k]) for k in sorted({r["sampler"] for r in rows})}
+    out["by_shape"] = {k: block([r for r in rows if r["shape"] == k]) for k in sorted({r["shape"] for r in rows})}
     return out
+
+
+# -- staleness --------------------------------------------------------------------------------------------------------
+def check_profile(profile: Profile, backend, rounds: int | None = None) -> dict:
+    """Re-time the profile's reference networks (interleaved rounds, the same statistic) and compare: the drift
+    ratio is the median of now / then."""
+    ref = (profile.reference or {}).get("networks") or []
+    if not ref:
+        raise ValueError(f"profile {profile.name} has no reference networks to check (made before schema 2, or "
+                         "estimated): re-profile the device")
+    rounds = rounds or int(profile.reference.get("rounds", 3))
+    models = [genome_model(Genome.parse(r["genome"]), tuple(int(v) for v in r["shape"].split("x"))) for r in ref]
+    t0 = time.time()
+    now = statistic(time_networks(backend, models, rounds, "reference"))
+    then = np.array([r["ms"] for r in ref])
+    ratios = now / then
+    return {"ratio": round(float(np.median(ratios)), 4), "n": len(ref), "rounds": rounds,
+            "ratio_p10_p90": [round(float(v), 4) for v in np.percentile(ratios, [10, 90])],
+            "seconds": round(time.time() - t0, 1), "date": _now(),
+            "networks": [r | {"now_ms": round(float(v), 6)} for r, v in zip(ref, now)]}
+
+
+def rescaled(profile: Profile, check: dict) -> Profile:
+    """A new version of the profile with its predictions scaled by the measured drift; the reference set takes the
+    new measurements; provenance records the check."""
+    prov = dict(profile.provenance or {})
+    prov["rescaled"] = [*prov.get("rescaled", []), {
+        "date": check["date"], "ratio": check["ratio"], "reference_networks": check["n"], "rounds": check["rounds"],
+        "host": socket.gethostname(), "code_version": _git_version(),
+        "scale_before": profile.scale}]
+    ref = dict(profile.reference or {})
+    ref["networks"] = [{k: r[k] for k in ("shape", "genome")} | {"ms": r["now_ms"]} for r in check["networks"]]
+    return Profile(**{**profile.__dict__, "scale": round(profile.scale * check["ratio"], 6), "provenance": prov,
+                      "reference": ref, "stale": False})
 
 
 def plot_report(report: dict, path: Path, title: str) -> bool:
@@ -182,16 +412,21 @@ def plot_report(report: dict, path: Path, title: str) -> bool:
     except ImportError:
         log.info("matplotlib not installed: no predicted-vs-measured plot")
         return False
-    p = np.array([h["predicted_ms"] for h in report["holdout"]])
-    m = np.array([h["measured_ms"] for h in report["holdout"]])
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    lim = [0, 1.1 * max(p.max(), m.max())]
+    rows = report["holdout"]
+    p = np.array([h["predicted_ms"] for h in rows])
+    m = np.array([h["measured_ms"] for h in rows])
+    fig, ax = plt.subplots(figsize=(4.8, 4.8), dpi=120)
+    lim = [0.8 * min(p.min(), m.min()), 1.25 * max(p.max(), m.max())]
     ax.plot(lim, lim, "k-", lw=0.8)
     ax.fill_between(lim, [v * 0.9 for v in lim], [v * 1.1 for v in lim], color="0.9", label="+/-10 %")
-    ax.scatter(m, p, s=12, c="C3")
+    for i, kind in enumerate(sorted({h.get("sampler", "random") for h in rows})):
+        sel = [j for j, h in enumerate(rows) if h.get("sampler", "random") == kind]
+        ax.scatter(m[sel], p[sel], s=10, c=f"C{i + 3}", label=f"{kind} ({len(sel)})")
     a = report["accuracy"]
-    ax.set(xlim=lim, ylim=lim, xlabel="measured (ms)", ylabel="predicted (ms)",
-           title=f"{title}\n{a['n']} held-out nets: {a['within_10pct']:.0%} within 10 %, rho {a['spearman']:.3f}")
+    floor = a.get("noise_floor_within_10pct")
+    ax.set(xscale="log", yscale="log", xlim=lim, ylim=lim, xlabel="measured (ms)", ylabel="predicted (ms)",
+           title=f"{title}\n{a['n']} held-out nets: {a['within_10pct']:.0%} within 10 %, rho {a['spearman']:.3f}"
+                 + (f"\nnoise floor (single rounds) {floor:.0%}" if floor is not None else ""))
     ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)

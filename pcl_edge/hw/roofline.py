@@ -1,10 +1,12 @@
 """Datasheet estimates for targets nobody has measured yet: a roofline (derated peak FP16 throughput and memory
-bandwidth) plus a per-layer overhead. Every profile made here says ``source: estimated`` and lists the figures it
+bandwidth) plus a per-layer overhead, per *fused* kernel under TensorRT's documented fusions (``hw.fusion``), keyed
+exactly as a profile measured on the device would be, so a measured one drops in without code changes. Every profile made here says ``source: estimated`` and lists the figures it
 used and where they come from. A measured profile made on the device replaces it."""
 
 from __future__ import annotations
 
 from .. import __version__
+from .fusion import TENSORRT_RULES, rule_names
 from .profile import SCHEMA_VERSION, Profile
 
 # Assumptions shared by all estimates (not datasheet figures; stated in every profile that uses them).
@@ -59,6 +61,10 @@ def estimated_profile(name: str) -> Profile:
         measurement={"tool": "none: datasheet roofline", "precision": ASSUMPTIONS["precision"], "batch": 1,
                      "statistic": "estimate"},
         kernels={}, fallback=fallback, overhead_ms=ASSUMPTIONS["network_overhead_ms"],
+        calibration={"default": {"model": "affine", "coef": {"kernels_ms": 1.0,
+                                                              "1": ASSUMPTIONS["network_overhead_ms"]}}},
+        fusion={"rules": rule_names(TENSORRT_RULES),
+                "source": "assumed: TensorRT developer guide, layer fusions (not detected: nobody measured)"},
         power_mode=spec["power_mode"],
         estimate={"peak_fp16_gflops": peak_gflops, "derivation": (
             f"{FP16_FLOP_PER_CLK_PER_SM} dense FP16 FLOP/clk/SM x {spec['sms']} SMs x {spec['gpu_clock_mhz']} MHz; "

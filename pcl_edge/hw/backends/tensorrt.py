@@ -1,5 +1,7 @@
 """TensorRT Python API timing: build an engine per model (batch 1, the same builder as ``build-engines``), then
-time ``execute_async_v3`` with CUDA events on a stream, in a run with no profiler attached. TensorRT 10 API; what
+time ``execute_async_v3`` with CUDA events on a stream, in a run with no profiler attached. The layers TensorRT
+kept after fusing (``optimized_nodes``) come from the engine inspector: fused layers are named by joining their
+members' names (``b1.0 + b1.1``), which is how ``hw.fusion`` detects TensorRT's fusion rules on the device. TensorRT 10 API; what
 8.6 needs differently lives in ``export._trt_compat``. Device memory through cuda-python, never torch."""
 
 from __future__ import annotations
@@ -35,15 +37,28 @@ class TensorRTBackend:
                 "precision": self.precision, "warmup": self.warmup, "iterations": self.iterations, "batch": 1,
                 "statistic": "median of per-inference CUDA event time", "profiler": "none attached"}
 
-    def measure(self, model: bytes) -> Measurement:
+    def _engine(self, model: bytes, detailed: bool = False):
         from ...export.tensorrt_builder import BuildOptions, build_plan
 
-        trt, cuda = self.trt, self.cuda
+        trt = self.trt
         name, chw = _io(model)
         opts = BuildOptions(self.precision if self.precision != "int8" else "fp16", max_batch=1,
                             workspace_mb=self.workspace_mb)
-        plan, self.timing_cache = build_plan(trt, model, name, chw, opts, self.timing_cache)
-        engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
+        plan, self.timing_cache = build_plan(trt, model, name, chw, opts, self.timing_cache, detailed=detailed)
+        return trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan), name, chw
+
+    def optimized_nodes(self, model: bytes) -> list[str]:
+        """Names of the layers the engine runs, reformatting (layout copy) layers left out."""
+        import json
+
+        engine, _, _ = self._engine(model, detailed=True)
+        info = json.loads(engine.create_engine_inspector().get_engine_information(self.trt.LayerInformationFormat.JSON))
+        names = [layer["Name"] if isinstance(layer, dict) else str(layer) for layer in info.get("Layers", [])]
+        return [n for n in names if not n.startswith("Reformatting CopyNode")]
+
+    def measure(self, model: bytes) -> Measurement:
+        cuda = self.cuda
+        engine, name, chw = self._engine(model)
         ctx = engine.create_execution_context()
         ctx.set_input_shape(name, (1, *chw))
         buffers = []
