@@ -206,14 +206,14 @@ def _profile_parser(sub) -> None:
     p.add_argument("--name", help="profile name (default: the file name)")
     p.add_argument("--input-shapes", default="1x8x8,3x32x32", help="CxHxW list: the input sizes in use "
                    "(default 1x8x8,3x32x32)")
-    p.add_argument("--kernel-genomes", type=int, default=150, help="networks per shape whose fused kernels are "
-                   "timed in place (default 150)")
-    p.add_argument("--calibration", type=int, default=40, help="networks per shape to choose and fit the network "
-                   "model (default 40)")
+    p.add_argument("--kernel-genomes", type=int, default=400, help="networks per shape whose fused kernels are "
+                   "timed in place (default 400)")
+    p.add_argument("--calibration", type=int, default=60, help="networks per shape to choose and fit the network "
+                   "model (default 60)")
     p.add_argument("--holdout", type=int, default=50, help="held-out networks per shape and per sampler (search-like "
                    "and uniform) for the accuracy block (default 50)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds of every whole network; its "
-                   "latency is the least round, their spread the noise (default 3)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds of every whole network; its "
+                   "latency is the least round, their spread the noise (default 5)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, pinned and recorded (default 1)")
     p.add_argument("--cpus", help="pin the process to these CPU ids (e.g. 1 or 0,1); recorded in the profile")
     p.add_argument("--warmup", type=int, default=20, help="untimed calls before each timing (default 20)")

@@ -272,9 +272,9 @@ def draw_sets(shapes: list[tuple[int, int, int]], rng: np.random.Generator, n_ke
 
 
 # -- the whole run ----------------------------------------------------------------------------------------------------
-def run_profile(backend, name: str, shapes: list[tuple[int, int, int]], n_kernel_genomes: int = 150,
-                n_calibration: int = 40, n_holdout: int = 50, seed: int = 0, command: str = "",
-                power_mode: dict | None = None, rounds: int = 3, n_reference: int = 8) -> tuple[Profile, dict]:
+def run_profile(backend, name: str, shapes: list[tuple[int, int, int]], n_kernel_genomes: int = 400,
+                n_calibration: int = 60, n_holdout: int = 50, seed: int = 0, command: str = "",
+                power_mode: dict | None = None, rounds: int = 5, n_reference: int = 8) -> tuple[Profile, dict]:
     """``n_kernel_genomes`` networks per shape give the kernel table (two thirds drawn like the search, one third
     uniformly), ``n_calibration`` the network model (half and half), and ``n_holdout`` of *each* kind are held out."""
     t_start = time.time()
@@ -302,30 +302,33 @@ def run_profile(backend, name: str, shapes: list[tuple[int, int, int]], n_kernel
                     kernels=table, fallback=fit_fallback([fks[k] for k in keys], [table[k].median for k in keys]),
                     overhead_ms=call_ms, fusion=fusion)
 
-    calibration, reference, report_rows, all_rounds = {}, [], [], {"search": [], "random": []}
+    # calibration and held-out networks of every shape are timed in the same interleaved rounds: a slow spell of a
+    # shared machine then lands on both alike (the network model is still fitted on the calibration networks only)
+    kinds = ("calibration", "holdout_search", "holdout_random")
+    order = [(s, kind, g) for s in shapes for kind in kinds for g in sets[s][kind]]
+    timed = time_networks(backend, [genome_model(g, s) for s, _, g in order], rounds, "networks")
+    rounds_of = {(s, kind): timed[:, [i for i, o in enumerate(order) if o[:2] == (s, kind)]]
+                 for s in shapes for kind in kinds}
+    calibration, reference, report_rows = {}, [], []
     for s in shapes:
         key = shape_key(s)
         pred = LatencyPredictor(draft, s)
         cal = sets[s]["calibration"]
-        cal_rounds = time_networks(backend, [genome_model(g, s) for g in cal], rounds, f"calibration {key}")
-        cal_ms = statistic(cal_rounds)
+        cal_ms = statistic(rounds_of[(s, "calibration")])
         calibration[key] = choose_network_model([pred.features(g) for g in cal], list(cal_ms), seed=seed)
-        order = np.argsort(cal_ms)  # a reference set spanning the sizes: evenly spaced by measured latency
-        for i in order[np.linspace(0, len(order) - 1, min(n_reference, len(order))).round().astype(int)]:
+        by_ms = np.argsort(cal_ms)  # a reference set spanning the sizes: evenly spaced by measured latency
+        for i in by_ms[np.linspace(0, len(by_ms) - 1, min(n_reference, len(by_ms))).round().astype(int)]:
             reference.append({"shape": key, "genome": str(cal[i]), "ms": round(float(cal_ms[i]), 6)})
     profile = Profile(**{**draft.__dict__, "calibration": calibration})
     for s in shapes:
-        key = shape_key(s)
         pred = LatencyPredictor(profile, s)
         for kind in ("search", "random"):
-            gs = sets[s][f"holdout_{kind}"]
-            r = time_networks(backend, [genome_model(g, s) for g in gs], rounds, f"held-out {kind} {key}")
-            all_rounds[kind].append(r)
-            for g, rs in zip(gs, r.T):
-                report_rows.append({"shape": key, "sampler": kind, "genome": str(g), "predicted_ms": round(pred.predict(g), 6),
-                                    "measured_ms": round(float(rs.min()), 6), "rounds_ms": [round(float(v), 6) for v in rs]})
+            for g, rs in zip(sets[s][f"holdout_{kind}"], rounds_of[(s, f"holdout_{kind}")].T):
+                report_rows.append({"shape": shape_key(s), "sampler": kind, "genome": str(g),
+                                    "predicted_ms": round(pred.predict(g), 6), "measured_ms": round(float(rs.min()), 6),
+                                    "rounds_ms": [round(float(v), 6) for v in rs]})
     accuracy = holdout_accuracy(report_rows)
-    noise = noise_report(np.concatenate([r for rs in all_rounds.values() for r in rs], axis=1))
+    noise = noise_report(np.concatenate([rounds_of[(s, k)] for s in shapes for k in kinds[1:]], axis=1))
     profile = Profile(**{**profile.__dict__, "accuracy": accuracy, "noise": noise, "power_mode": power_mode,
                          "sampling": {
                              "kernels": f"{n_ks} search-like + {n_kernel_genomes - n_ks} uniform networks per shape",
