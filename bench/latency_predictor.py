@@ -25,8 +25,16 @@ from pcl_edge.hw.backends import create_backend
 from pcl_edge.hw.onnx_graphs import genome_model
 from pcl_edge.hw.predictor import LatencyPredictor
 from pcl_edge.hw.profile import load_profile
-from pcl_edge.hw.profiling import (check_profile, draw_sets, holdout_accuracy, random_genomes, rescaled,
-                                   search_genomes, shape_key, time_networks)
+from pcl_edge.hw.profiling import (
+    check_profile,
+    draw_sets,
+    holdout_accuracy,
+    random_genomes,
+    rescaled,
+    search_genomes,
+    shape_key,
+    time_networks,
+)
 
 DEFAULT_PROFILE = _common.ROOT / "hw_profiles" / "cpu-ort-epyc-2core.yaml"
 

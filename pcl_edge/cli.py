@@ -250,7 +250,8 @@ def cmd_profile_check(args) -> int:
     if not args.cpus and cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(cpus))  # time it as it was profiled
     backend = create_backend(_backend_of(profile), threads=int(m.get("intra_op_threads", args.threads)),
-                             warmup=int(m.get("warmup", args.warmup)), iterations=int(m.get("iterations", args.iterations)),
+                             warmup=int(m.get("warmup", args.warmup)),
+                             iterations=int(m.get("iterations", args.iterations)),
                              precision=m.get("precision", args.precision))
     check = check_profile(profile, backend, args.rounds)
     drift = abs(check["ratio"] - 1)

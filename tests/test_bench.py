@@ -41,16 +41,19 @@ def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
     assert "reused" in again["result"]["strategies"]["fixed"]
 
 
-def test_latency_predictor_quick_excludes_what_the_profile_saw(tmp_path):
+def test_latency_predictor_quick_checks_first_and_excludes_what_the_profile_saw(tmp_path):
     pytest.importorskip("onnxruntime", reason="re-measuring needs onnxruntime (the 'ort' extra)")
     rec = run_bench("latency_predictor", tmp_path)
     res = rec["result"]
-    assert res["overall"]["n"] == 20 and 0 <= res["overall"]["within_10pct"] <= 1
-    assert {tuple(r["shape"]) for r in res["networks"]} == {(1, 8, 8), (3, 32, 32)}
-    assert res["shipped_accuracy"]["n"] == 100
-    shipped = json.loads((BENCH.parent / "hw_profiles" / "cpu-ort-epyc-2core.report.json").read_text())["holdout"]
-    seen = {h["network"] for h in shipped}
-    assert not seen & {"x".join(map(str, r["shape"])) + "|" + r["genome"] for r in res["networks"]}
+    assert res["check"]["ratio"] > 0 and res["check"]["n"] == 16
+    for name in ("shipped", "rescaled"):
+        acc = res["accuracy"][name]
+        assert acc["n"] == 24 and 0 <= acc["within_10pct"] <= 1 and set(acc["by_sampler"]) == {"search", "random"}
+    rows = res["networks"]["shipped"]
+    assert {r["shape"] for r in rows} == {"1x8x8", "3x32x32"} and all(len(r["rounds_ms"]) == 2 for r in rows)
+    report = json.loads((BENCH.parent / "hw_profiles" / "cpu-ort-epyc-2core.report.json").read_text())
+    seen = {(h["shape"], h["genome"]) for h in report["holdout"] + report["calibration_networks"]}
+    assert not seen & {(r["shape"], r["genome"]) for r in rows}
 
 
 def test_perf_predictor_quick_replays_a_run_and_scores_every_model(tmp_path):

@@ -111,8 +111,12 @@ class FusedKernel:
     groups: int = 1
     flops: int = 0
     params: int = 0
-    out_size: int = 0
+    out_size: int = 0  # 0: derived from size and stride
     sum_input: bool = False  # an Add folded in: one more activation read
+
+    def __post_init__(self) -> None:
+        if not self.out_size:
+            object.__setattr__(self, "out_size", (self.size + self.stride - 1) // self.stride)
 
     @property
     def key(self) -> str:
@@ -169,7 +173,7 @@ def _groups(ops: tuple[Op, ...], rules: Rules) -> list[list[int]]:
     """Greedy: from each operator not yet taken, follow single-consumer edges while the chain stays a prefix of some
     rule; keep the longest prefix that is a rule."""
     consumers = [0] * len(ops)
-    for i, op in enumerate(ops):
+    for op in ops:
         for j in op.inputs:
             if j >= 0:
                 consumers[j] += 1

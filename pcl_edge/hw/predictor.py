@@ -9,7 +9,6 @@ import numpy as np
 
 from ..space.genome import Genome
 from .fusion import TENSORRT_RULES, FusedKernel, Rules, genome_fused, parse_rules
-from .kernels import genome_kernels
 from .profile import Profile
 
 # The network-level models ``pcl-edge profile`` chooses from by cross-validation on its calibration networks: the sum
@@ -203,14 +202,6 @@ def choose_network_model(features: list[dict], measured: list[float], folds: int
             "cv_within_10pct": {n: round(s[0], 4) for n, s in scores.items()}, "folds": len(split)}
 
 
-def fit_calibration(raw_ms: list[float], measured_ms: list[float], n_nodes: list[int] | None = None) -> dict:
-    """A network model from the kernel sum (and the kernel count when given) alone, with an intercept."""
-    feats = [{"kernels_ms": r, "nodes": float(n), "1": 1.0} for r, n in zip(raw_ms, n_nodes or [0] * len(raw_ms))]
-    names = ("kernels_ms", "nodes", "1") if n_nodes is not None else ("kernels_ms", "1")
-    return {"model": "nodes" if n_nodes is not None else "affine",
-            "coef": fit_network_model(feats, measured_ms, names)}
-
-
 def accuracy_report(predicted: list[float], measured: list[float]) -> dict:
     from scipy.stats import spearmanr
 
@@ -220,5 +211,3 @@ def accuracy_report(predicted: list[float], measured: list[float]) -> dict:
             "spearman": round(float(spearmanr(p, m).statistic), 4)}
 
 
-__all__ = ["LatencyPredictor", "NETWORK_MODELS", "accuracy_report", "choose_network_model", "fit_calibration",
-           "fit_fallback", "genome_kernels", "network_ms", "roofline_ms"]

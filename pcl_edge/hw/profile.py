@@ -13,6 +13,7 @@ applied. Schema 1 profiles were keyed by whole blocks timed alone; they are refu
 from __future__ import annotations
 
 import calendar
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -67,10 +68,8 @@ class Profile:
         dates = [prov.get("date")] + [r.get("date") for r in prov.get("rescaled", [])]
         stamps = []
         for d in dates:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 stamps.append(calendar.timegm(time.strptime(d, "%Y-%m-%dT%H:%M:%SZ")))
-            except (TypeError, ValueError):
-                pass
         return max(stamps) if stamps else None
 
     def staleness(self, max_age_days: float = MAX_AGE_DAYS, now: float | None = None) -> str | None:

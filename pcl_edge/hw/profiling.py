@@ -81,21 +81,6 @@ def search_genomes(shape: tuple[int, int, int], n: int, rng: np.random.Generator
     return [genomes[i] for i in sorted(rng.permutation(len(genomes))[:n])]
 
 
-def sample_genomes(shape: tuple[int, int, int], n: int, rng: np.random.Generator, max_depth: int = 8,
-                   max_params: int = 300_000) -> list[Genome]:
-    """Random genomes and short mutation walks of them (kept for scripts that re-draw older profiles' sets)."""
-    space = SearchSpace(in_channels=shape[0], input_size=min(shape[1:]), max_depth=max_depth, max_params=max_params)
-    out: dict[Genome, None] = {}
-    for _ in range(20 * n):
-        g = space.sample(rng)
-        for _ in range(int(rng.integers(0, 12))):
-            g, _ = mutate(g, space, rng)
-        out.setdefault(g)
-        if len(out) >= n:
-            break
-    return list(out)
-
-
 def _identity_model(shape: tuple[int, int, int]) -> bytes:
     from onnx import TensorProto, helper
 
@@ -192,15 +177,17 @@ def statistic(rounds: np.ndarray) -> np.ndarray:
 
 
 def noise_report(rounds: np.ndarray) -> dict:
-    """Repeat-to-repeat spread and the noise floor: the share of single rounds within +-10 % of the other rounds'
-    median, i.e. what a perfect predictor of the network's typical latency would score against one measurement."""
+    """Repeat-to-repeat spread and the noise floor: the share of single rounds within +-10 % of the network's median
+    over all rounds, i.e. what a perfect predictor of its typical latency would score against one measurement."""
     r = np.asarray(rounds, float)
     if r.shape[0] < 2:
         return {"rounds": int(r.shape[0])}
     spread = r.max(0) / r.min(0) - 1
-    hits = [np.abs(r[i] - np.median(np.delete(r, i, 0), 0)) <= 0.1 * r[i] for i in range(r.shape[0])]
+    typical = np.median(r, 0)
+    hits = np.abs(r - typical) <= 0.1 * r
     return {"rounds": int(r.shape[0]), "order": "interleaved (every network once per round)",
-            "spread_median": round(float(np.median(spread)), 4), "spread_p90": round(float(np.percentile(spread, 90)), 4),
+            "spread_median": round(float(np.median(spread)), 4),
+            "spread_p90": round(float(np.percentile(spread, 90)), 4),
             "noise_floor_within_10pct": round(float(np.mean(hits)), 4)}
 
 
@@ -355,7 +342,8 @@ def run_profile(backend, name: str, shapes: list[tuple[int, int, int]], n_kernel
                                        "statistic": "least of interleaved rounds of per-call medians"},
                          "provenance": {"command": command, "code_version": _git_version(), "date": _now(),
                                         "host": socket.gethostname(), "input_shapes": [list(s) for s in shapes],
-                                        "kernels_measured": len(table), "calibration_networks": n_calibration * len(shapes),
+                                        "kernels_measured": len(table),
+                                        "calibration_networks": n_calibration * len(shapes),
                                         "seed": seed, "sets": [n_kernel_genomes, n_calibration, n_holdout],
                                         "minutes": round((time.time() - t_start) / 60, 2)},
                          "schema_version": SCHEMA_VERSION})

@@ -1,7 +1,8 @@
 """Datasheet estimates for targets nobody has measured yet: a roofline (derated peak FP16 throughput and memory
 bandwidth) plus a per-layer overhead, per *fused* kernel under TensorRT's documented fusions (``hw.fusion``), keyed
-exactly as a profile measured on the device would be, so a measured one drops in without code changes. Every profile made here says ``source: estimated`` and lists the figures it
-used and where they come from. A measured profile made on the device replaces it."""
+exactly as a profile measured on the device would be, so a measured one drops in without code changes. Every
+profile made here says ``source: estimated`` and lists the figures it used and where they come from. A measured
+profile made on the device replaces it."""
 
 from __future__ import annotations
 

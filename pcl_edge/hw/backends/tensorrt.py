@@ -1,8 +1,9 @@
 """TensorRT Python API timing: build an engine per model (batch 1, the same builder as ``build-engines``), then
 time ``execute_async_v3`` with CUDA events on a stream, in a run with no profiler attached. The layers TensorRT
 kept after fusing (``optimized_nodes``) come from the engine inspector: fused layers are named by joining their
-members' names (``b1.0 + b1.1``), which is how ``hw.fusion`` detects TensorRT's fusion rules on the device. TensorRT 10 API; what
-8.6 needs differently lives in ``export._trt_compat``. Device memory through cuda-python, never torch."""
+members' names (``b1.0 + b1.1``), which is how ``hw.fusion`` detects TensorRT's fusion rules on the device.
+TensorRT 10 API; what 8.6 needs differently lives in ``export._trt_compat``. Device memory through cuda-python, never
+torch."""
 
 from __future__ import annotations
 
