@@ -169,16 +169,34 @@ def _bundle_parser(sub) -> None:
     v.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
 
 
+def _engine_args(p) -> None:
+    """The options of the one EngineSpec: build-engines and serve take the same, so serve finds what
+    build-engines built (same spec, same cache key)."""
+    from .bundle.engine import DEFAULT_MAX_BATCH
+
+    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"],
+                   help="TensorRT engine precision (default fp16)")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch an engine takes; the "
+                   f"router splits larger requests (default {DEFAULT_MAX_BATCH})")
+    p.add_argument("--opt-batch", type=int, default=1, help="batch TensorRT tunes for (default 1)")
+    p.add_argument("--workspace-mb", type=int, default=256, help="TensorRT builder workspace (default 256)")
+
+
+def _engine_spec(args):
+    from .bundle.engine import EngineSpec
+
+    return EngineSpec(args.precision, opt_batch=args.opt_batch, max_batch=args.max_batch,
+                      workspace_mb=args.workspace_mb)
+
+
 def _engines_parser(sub) -> None:
     p = sub.add_parser("build-engines", help="build TensorRT engines for a bundle ON the device that runs them",
                        description="Engines are tied to the GPU and the TensorRT version, so they are built on the "
                        "device. Up-to-date engines (matching header) are reused; the timing cache is shared by all "
                        "tasks. The equivalent trtexec command is logged for each task.")
     p.add_argument("bundle", metavar="BUNDLE")
-    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    _engine_args(p)
     p.add_argument("--calib-dir", help="int8: the task's calibration images (.jpg/.png/.npy, HWC uint8)")
-    p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--workspace-mb", type=int, default=256)
     p.add_argument("--cache-dir", help="where engines live (default: BUNDLE.engines next to the bundle)")
 
 
@@ -328,6 +346,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--serial", metavar="PORT", help="also answer framed requests on this serial port "
                                                     "(e.g. /dev/ttyTHS1; protocol in deploy/README.md)")
     p.add_argument("--baud", type=int, default=115200)
+    _engine_args(p)
+    p.add_argument("--cache-dir", help="tensorrt: where engines live (default: BUNDLE.engines next to the bundle)")
 
 
 def cmd_serve(args) -> int:
@@ -342,7 +362,8 @@ def cmd_serve(args) -> int:
         if len(token) < 16:
             raise ValueError(f"the token in {args.token_file} is shorter than 16 characters")
     budget = None if args.memory_budget is None else int(args.memory_budget * 2**20)
-    router = Router(args.bundle, backend=args.backend, memory_budget_bytes=budget)
+    router = Router(args.bundle, backend=args.backend, memory_budget_bytes=budget, engine_spec=_engine_spec(args),
+                    cache_dir=args.cache_dir)
     log.info("serving %d tasks of bundle version %s on http://%s:%d (backend %s)", len(router.tasks()),
              router.version.bundle_version, args.host, args.port, args.backend)
     if args.serial:
@@ -376,10 +397,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_build_engines(args) -> int:
-    from .export.tensorrt_builder import BuildOptions, build_engines
+    from .bundle.tensorrt_builder import build_engines
 
-    opts = BuildOptions(args.precision, max_batch=args.max_batch, workspace_mb=args.workspace_mb)
-    paths = build_engines(args.bundle, opts, args.cache_dir, args.calib_dir)
+    paths = build_engines(args.bundle, _engine_spec(args), args.cache_dir, args.calib_dir)
     sys.stdout.write("".join(f"{p}\n" for p in paths))
     return 0
 
@@ -395,7 +415,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_bundle(args) -> int:
-    from .export import verify_bundle
+    from .bundle import verify_bundle
 
     m = verify_bundle(args.bundle)
     sys.stdout.write(f"{args.bundle}: OK (schema {m['schema_version']}, bundle version {m['bundle_version']}, "

@@ -197,7 +197,7 @@ def test_bundle_verification_needs_no_torch(bundle):
 
     from tests._isolation import run_without
 
-    res = run_without(("torch",), "from pcl_edge.export import verify_bundle\n"
+    res = run_without(("torch",), "from pcl_edge.bundle import verify_bundle\n"
                                   f"print(len(verify_bundle({str(bundle)!r})['tasks']))")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "2"

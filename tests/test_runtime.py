@@ -49,7 +49,7 @@ def test_routes_by_id_and_name_and_matches_the_expert(bundles):
     (lambda r: r.infer(1, x_for().astype(np.float64)), BadRequest, "takes FP32"),
     (lambda r: r.infer(1, np.zeros((1, 3, 8, 8), np.float32)), BadRequest, r"shape \[N, 1, 8, 8\]"),
     (lambda r: r.infer(1, np.zeros((0, 1, 8, 8), np.float32)), BadRequest, "batch size 0"),
-    (lambda r: r.infer(1, np.zeros((65, 1, 8, 8), np.float32)), BadRequest, "batch size 65"),
+    (lambda r: r.infer(1, np.zeros((1025, 1, 8, 8), np.float32)), BadRequest, "batch size 1025"),
     (lambda r: r.infer(1, np.full((1, 1, 8, 8), np.nan, np.float32)), BadRequest, "NaN"),
     (lambda r: r.infer(1, np.zeros((8, 8, 3), np.uint8), preprocess=True), BadRequest, r"\[N, 8, 8, 1\]"),
     (lambda r: r.infer(1, np.zeros((8, 8, 1), np.float32), preprocess=True), BadRequest, "uint8"),
@@ -147,7 +147,7 @@ def test_a_failing_bundle_is_refused_and_the_old_one_keeps_serving(bundles, tmp_
     broken = tmp_path / "broken"  # passes verification but cannot run: a model that is not ONNX, re-sealed
     shutil.copytree(bundles / "v1", broken)
     (broken / "models" / "task_02.onnx").write_bytes(b"not onnx")
-    from pcl_edge.export.manifest import seal, sha256_bytes
+    from pcl_edge.bundle.manifest import seal, sha256_bytes
 
     m = json.loads((broken / "manifest.json").read_text())
     m["tasks"][1]["sha256"] = sha256_bytes(b"not onnx")
@@ -168,13 +168,14 @@ def test_the_device_side_never_imports_torch(bundles):
 
     res = run_without(("torch",), "import sys\nimport numpy as np\nfrom pcl_edge.runtime import Router\n"
                       f"r = Router({str(bundles / 'v1')!r}, backend='auto')\n"
-                      "print(r.infer(1, np.zeros((1, 1, 8, 8), np.float32)).logits.shape, 'torch' in sys.modules)")
+                      "print(r.infer(1, np.zeros((1, 1, 8, 8), np.float32)).logits.shape, 'torch' in sys.modules,\n"
+                      "      any(m.startswith(('pcl_edge.export', 'pcl_edge.evolve', 'pcl_edge.data')) for m in sys.modules))")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "(1, 2) False"
+    assert res.stdout.strip() == "(1, 2) False False"  # no torch, and nothing of the training side
 
 
 def test_tensorrt_session_logic_against_a_fake_tensorrt(bundles, tmp_path, monkeypatch):  # noqa: F811
-    from pcl_edge.export import tensorrt_builder
+    from pcl_edge.bundle import EngineSpec, tensorrt_builder
     from pcl_edge.runtime.backends import open_session
     from tests.fake_tensorrt import FakeCuda, make_fake_tensorrt
 
@@ -183,7 +184,8 @@ def test_tensorrt_session_logic_against_a_fake_tensorrt(bundles, tmp_path, monke
     import json as _json
 
     task = _json.loads((bundles / "v1" / "manifest.json").read_text())["tasks"][2]
-    s = open_session("tensorrt", bundles / "v1", task, trt=trt, cuda=cuda, max_batch=4, cache_dir=tmp_path)
+    s = open_session("tensorrt", bundles / "v1", task, trt=trt, cuda=cuda, spec=EngineSpec(max_batch=4),
+                     cache_dir=tmp_path)
     assert s.name == "tensorrt:fp16" and s.nbytes > 4096  # device memory + plan + I/O buffers
     out = s.run(np.zeros((3, 1, 8, 8), np.float32))
     assert out.shape == (3, 2) and np.all(out == 0.5)
@@ -193,7 +195,88 @@ def test_tensorrt_session_logic_against_a_fake_tensorrt(bundles, tmp_path, monke
     with pytest.raises(ValueError, match="max batch 4"):
         s.run(np.zeros((5, 1, 8, 8), np.float32))
     trt.calls.clear()
-    open_session("tensorrt", bundles / "v1", task, trt=trt, cuda=FakeCuda(), max_batch=4, cache_dir=tmp_path)
+    open_session("tensorrt", bundles / "v1", task, trt=trt, cuda=FakeCuda(), spec=EngineSpec(max_batch=4),
+                 cache_dir=tmp_path)
     assert "build_serialized_network" not in [c[0] for c in trt.calls]  # the cached engine is reused
     s.close()
     assert not cuda.live
+
+
+def _fake_trt_router(bundle, monkeypatch, trt, **kw):
+    from pcl_edge.bundle import tensorrt_builder
+    from tests.fake_tensorrt import FakeCuda
+
+    monkeypatch.setattr(tensorrt_builder, "gpu_name", lambda: "Orin (nvgpu)")
+    return Router(bundle, backend="tensorrt", backend_options={"trt": trt, "cuda": FakeCuda()}, **kw)
+
+
+def _builds(trt) -> int:
+    return [c[0] for c in trt.calls].count("build_serialized_network")
+
+
+def test_build_engines_then_serve_then_restart_builds_each_engine_once(bundles, tmp_path, monkeypatch):
+    """One EngineSpec from the CLI to the session: serve finds what build-engines built, a restart finds it too, and
+    another max batch gets its own engine instead of overwriting the first."""
+    from pcl_edge.bundle import EngineSpec, engine_dir, tensorrt_builder
+    from tests.fake_tensorrt import make_fake_tensorrt
+
+    monkeypatch.setattr(tensorrt_builder, "gpu_name", lambda: "Orin (nvgpu)")
+    shutil.copytree(bundles / "v1", tmp_path / "b")
+    trt = make_fake_tensorrt()
+    built = tensorrt_builder.build_engines(tmp_path / "b", EngineSpec(), trt=trt)
+    assert _builds(trt) == 5 and all(p.parent == engine_dir(tmp_path / "b") for p in built)
+    for _ in range(2):  # serve, then a restart
+        r = _fake_trt_router(tmp_path / "b", monkeypatch, trt)
+        r.infer(3, x_for(2))
+    assert _builds(trt) == 5
+    stamps = {p: p.stat().st_mtime_ns for p in built}
+    _fake_trt_router(tmp_path / "b", monkeypatch, trt, engine_spec=EngineSpec(max_batch=8))
+    assert _builds(trt) == 10 and {p: p.stat().st_mtime_ns for p in built} == stamps  # nothing overwritten
+    assert len(list(engine_dir(tmp_path / "b").glob("*.engine"))) == 10
+
+
+def test_batches_above_the_engine_max_are_split_and_answered_whole(bundles, tmp_path, monkeypatch):
+    from pcl_edge.bundle import EngineSpec
+    from tests.fake_tensorrt import make_fake_tensorrt
+
+    trt = make_fake_tensorrt()
+    r = _fake_trt_router(bundles / "v1", monkeypatch, trt, engine_spec=EngineSpec(max_batch=8),
+                         cache_dir=tmp_path / "e")
+    r.load(2)  # opened and self-tested first
+    trt.calls.clear()
+    out = r.infer(2, x_for(20)).logits
+    assert out.shape == (20, 2)
+    assert [c[2][0] for c in trt.calls if c[0] == "set_input_shape"] == [8, 8, 4]
+    with pytest.raises(BadRequest, match="batch size 2000"):
+        r.infer(2, x_for(2000))
+
+
+def test_tar_bundle_engines_live_next_to_the_tar_and_survive_restarts(bundles, tmp_path, monkeypatch):
+    from pcl_edge.bundle import engine_dir
+    from tests.fake_tensorrt import make_fake_tensorrt
+
+    export_bundle(bundles / "run", tmp_path / "b.tar")
+    trt = make_fake_tensorrt()
+    for _ in range(2):
+        _fake_trt_router(tmp_path / "b.tar", monkeypatch, trt, workdir=tmp_path / "work")
+    assert _builds(trt) == 5 and len(list(engine_dir(tmp_path / "b.tar").glob("*.engine"))) == 5
+
+
+def test_bundle_package_imports_nothing_upward():
+    """pcl_edge.bundle is torch-free and imports neither the training side nor the runtime; export sits above it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "pcl_edge"
+    for path in (root / "bundle").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                assert node.module in ("_io", "_cuda", "preprocess"), f"{path.name} imports ..{node.module}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [node.module or ""] if isinstance(node, ast.ImportFrom) \
+                    else [a.name for a in node.names]
+                assert not any(n.split(".")[0] == "torch" for n in names), f"{path.name} imports torch"
+    for side in ("runtime",):
+        for path in (root / side).rglob("*.py"):
+            assert "export" not in {n.module for n in ast.walk(ast.parse(path.read_text()))
+                                    if isinstance(n, ast.ImportFrom) and n.module}, f"{path} imports export"

@@ -1,13 +1,15 @@
 """TensorRT engine building against a fake ``tensorrt`` module (this machine has no GPU); the real-hardware test
 is marked ``gpu`` and skips here with the reason."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from pcl_edge.bundle import tensorrt_builder as tb
+from pcl_edge.bundle.engine import EngineHeader, EngineMismatch, EngineSpec, read_engine, write_engine
 from pcl_edge.evolve import evolve, preset_config
 from pcl_edge.export import export_bundle
-from pcl_edge.export import tensorrt_builder as tb
-from pcl_edge.export.engine_header import EngineHeader, EngineMismatch, read_engine, write_engine
 from tests.fake_tensorrt import make_fake_tensorrt
 
 
@@ -30,7 +32,7 @@ def names(trt):
 
 def test_builds_in_order_with_profile_workspace_and_header(bundle, tmp_path):
     trt = make_fake_tensorrt()
-    paths = tb.build_engines(bundle, tb.BuildOptions("fp16", max_batch=16, workspace_mb=64), tmp_path, trt=trt)
+    paths = tb.build_engines(bundle, EngineSpec("fp16", max_batch=16, workspace_mb=64), tmp_path, trt=trt)
     assert len(paths) == 2
     seq = names(trt)
     first = seq[: seq.index("build_serialized_network") + 1]
@@ -41,13 +43,14 @@ def test_builds_in_order_with_profile_workspace_and_header(bundle, tmp_path):
     assert ("set_memory_pool_limit", "WORKSPACE", 64 << 20) in trt.calls
     assert ("add_optimization_profile", {"input": ((1, 1, 8, 8), (1, 1, 8, 8), (16, 1, 8, 8))}) in trt.calls
     header, plan = read_engine(paths[0])
-    assert plan.startswith(b"PLAN:") and header.precision == "fp16" and header.gpu == "Orin (nvgpu)"
-    assert header.tensorrt_version == "10.3.0" and header.max_batch == 16 and len(header.model_sha256) == 64
+    spec = header.spec
+    assert plan.startswith(b"PLAN:") and spec.precision == "fp16" and spec.gpu == "Orin (nvgpu)"
+    assert spec.tensorrt_version == "10.3.0" and spec.max_batch == 16 and len(header.model_sha256) == 64
 
 
 def test_timing_cache_is_reused_across_tasks_and_builds(bundle, tmp_path):
     trt = make_fake_tensorrt()
-    tb.build_engines(bundle, tb.BuildOptions("fp32"), tmp_path, trt=trt)
+    tb.build_engines(bundle, EngineSpec("fp32"), tmp_path, trt=trt)
     caches = [c[1] for c in trt.calls if c[0] == "create_timing_cache"]
     assert caches == [b"", b"+"]  # task 2 starts from what task 1 learned
     assert (tmp_path / "timing-trt10.3.0.cache").read_bytes() == b"++"
@@ -56,23 +59,23 @@ def test_timing_cache_is_reused_across_tasks_and_builds(bundle, tmp_path):
 
 def test_up_to_date_engines_are_reused_and_mismatches_rebuilt(bundle, tmp_path, monkeypatch):
     trt = make_fake_tensorrt()
-    paths = tb.build_engines(bundle, tb.BuildOptions("fp16"), tmp_path, trt=trt)
+    paths = tb.build_engines(bundle, EngineSpec("fp16"), tmp_path, trt=trt)
     trt.calls.clear()
-    assert tb.build_engines(bundle, tb.BuildOptions("fp16"), tmp_path, trt=trt) == paths
+    assert tb.build_engines(bundle, EngineSpec("fp16"), tmp_path, trt=trt) == paths
     assert "build_serialized_network" not in names(trt)
     # the same file claiming another GPU: refused at load, rebuilt by build_engines
     header, plan = read_engine(paths[0])
-    write_engine(paths[0], EngineHeader(header.model_sha256, "fp16", "10.3.0", "RTX 4090", header.max_batch), plan)
+    write_engine(paths[0], EngineHeader(header.model_sha256, dataclasses.replace(header.spec, gpu="RTX 4090")), plan)
     with pytest.raises(EngineMismatch, match="gpu='RTX 4090'"):
         tb.load_engine_plan(paths[0], header)
-    tb.build_engines(bundle, tb.BuildOptions("fp16"), tmp_path, trt=trt)
+    tb.build_engines(bundle, EngineSpec("fp16"), tmp_path, trt=trt)
     assert names(trt).count("build_serialized_network") == 1
-    assert read_engine(paths[0])[0].gpu == "Orin (nvgpu)"
+    assert read_engine(paths[0])[0].spec.gpu == "Orin (nvgpu)"
 
 
 def test_another_tensorrt_version_gets_its_own_engine(bundle, tmp_path):
-    a = tb.build_engines(bundle, tb.BuildOptions(), tmp_path, trt=make_fake_tensorrt("10.3.0"))
-    b = tb.build_engines(bundle, tb.BuildOptions(), tmp_path, trt=make_fake_tensorrt("8.6.2"))
+    a = tb.build_engines(bundle, EngineSpec(), tmp_path, trt=make_fake_tensorrt("10.3.0"))
+    b = tb.build_engines(bundle, EngineSpec(), tmp_path, trt=make_fake_tensorrt("8.6.2"))
     assert set(a).isdisjoint(b)
     with pytest.raises(EngineMismatch, match="tensorrt_version"):
         tb.load_engine_plan(b[0], read_engine(a[0])[0])
@@ -80,15 +83,15 @@ def test_another_tensorrt_version_gets_its_own_engine(bundle, tmp_path):
 
 def test_tensorrt_8_6_shim_asks_for_explicit_batch(bundle, tmp_path):
     trt = make_fake_tensorrt("8.6.2")
-    tb.build_engines(bundle, tb.BuildOptions(), tmp_path, trt=trt)
+    tb.build_engines(bundle, EngineSpec(), tmp_path, trt=trt)
     assert ("create_network", 1 << 0) in trt.calls
 
 
 def test_parser_and_builder_errors_are_surfaced(bundle, tmp_path):
     with pytest.raises(tb.EngineBuildError, match="unsupported attribute"):
-        tb.build_engines(bundle, tb.BuildOptions(), tmp_path / "a", trt=make_fake_tensorrt(parse_ok=False))
+        tb.build_engines(bundle, EngineSpec(), tmp_path / "a", trt=make_fake_tensorrt(parse_ok=False))
     with pytest.raises(tb.EngineBuildError, match="failed to build"):
-        tb.build_engines(bundle, tb.BuildOptions(), tmp_path / "b", trt=make_fake_tensorrt(build_ok=False))
+        tb.build_engines(bundle, EngineSpec(), tmp_path / "b", trt=make_fake_tensorrt(build_ok=False))
     assert not list((tmp_path / "b").glob("*.engine"))
 
 
@@ -108,7 +111,7 @@ class FakeBuffer:
 
 
 def test_int8_calibration_uses_user_images_and_a_keyed_cache(bundle, tmp_path, monkeypatch):
-    from pcl_edge.export import calibration
+    from pcl_edge.bundle import calibration
 
     monkeypatch.setattr(calibration, "CudaBuffer", FakeBuffer)
     calib = tmp_path / "calib"
@@ -117,7 +120,7 @@ def test_int8_calibration_uses_user_images_and_a_keyed_cache(bundle, tmp_path, m
     for i in range(20):
         np.save(calib / f"{i}.npy", rng.integers(0, 255, (8, 8, 1), dtype=np.uint8))
     trt = make_fake_tensorrt()
-    tb.build_engines(bundle, tb.BuildOptions("int8"), tmp_path / "e", calib_dir=calib, trt=trt)
+    tb.build_engines(bundle, EngineSpec("int8"), tmp_path / "e", calib_dir=calib, trt=trt)
     assert ("set_flag", "INT8") in trt.calls and names(trt).count("calibration_batch") == 2 * 2  # 20 // 8 per task
     caches = sorted(p.name for p in (tmp_path / "e").glob("calib-*.cache"))
     assert len(caches) == 2
@@ -125,18 +128,18 @@ def test_int8_calibration_uses_user_images_and_a_keyed_cache(bundle, tmp_path, m
     import shutil
 
     shutil.copytree(tmp_path / "e", tmp_path / "f", ignore=shutil.ignore_patterns("*.engine"))
-    tb.build_engines(bundle, tb.BuildOptions("int8"), tmp_path / "f", calib_dir=calib, trt=trt)
+    tb.build_engines(bundle, EngineSpec("int8"), tmp_path / "f", calib_dir=calib, trt=trt)
     assert "calibration_batch" not in names(trt) and names(trt).count("build_serialized_network") == 2
     with pytest.raises(calibration.CalibrationError, match="--calib-dir"):
-        tb.build_engines(bundle, tb.BuildOptions("int8"), tmp_path / "g", trt=make_fake_tensorrt())
+        tb.build_engines(bundle, EngineSpec("int8"), tmp_path / "g", trt=make_fake_tensorrt())
     np.save(calib / "bad.npy", np.zeros((4, 4, 1), np.uint8))
     with pytest.raises(calibration.CalibrationError, match="shape"):
-        tb.build_engines(bundle, tb.BuildOptions("int8"), tmp_path / "h", calib_dir=calib, trt=make_fake_tensorrt())
+        tb.build_engines(bundle, EngineSpec("int8"), tmp_path / "h", calib_dir=calib, trt=make_fake_tensorrt())
 
 
 def test_trtexec_equivalent(tmp_path):
     cmd = tb.trtexec_command(tmp_path / "m.onnx", tmp_path / "m.engine", "input", (3, 32, 32),
-                             tb.BuildOptions("fp16", max_batch=8), tmp_path / "t.cache")
+                             EngineSpec("fp16", max_batch=8), tmp_path / "t.cache")
     assert "--minShapes=input:1x3x32x32" in cmd and "--maxShapes=input:8x3x32x32" in cmd and "--fp16" in cmd
 
 
@@ -151,21 +154,21 @@ def test_missing_tensorrt_is_a_clear_error(bundle, tmp_path, monkeypatch):
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_trt)
-    from pcl_edge.export._trt_compat import TensorRTUnavailable
+    from pcl_edge.bundle._trt_compat import TensorRTUnavailable
 
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
-        tb.build_engines(bundle, tb.BuildOptions(), tmp_path)
+        tb.build_engines(bundle, EngineSpec(), tmp_path)
 
 
 @pytest.mark.gpu
 def test_real_tensorrt_engine_builds(bundle, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT Python package not installed")
-    paths = tb.build_engines(bundle, tb.BuildOptions("fp16"), tmp_path)
+    paths = tb.build_engines(bundle, EngineSpec("fp16"), tmp_path)
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
 def test_int8_from_samples_stored_in_the_bundle_when_opted_in(tmp_path, monkeypatch):
-    from pcl_edge.export import calibration, verify_bundle
+    from pcl_edge.bundle import calibration, verify_bundle
 
     monkeypatch.setattr(calibration, "CudaBuffer", FakeBuffer)
     evolve(preset_config("tiny", "digits", tasks="2x2"), out=tmp_path / "run", progress=False)
@@ -173,7 +176,7 @@ def test_int8_from_samples_stored_in_the_bundle_when_opted_in(tmp_path, monkeypa
     assert m["tasks"][0]["calibration"]["count"] == 16 and m["tasks"][0]["calibration"]["split"] == "validation"
     verify_bundle(tmp_path / "b")
     trt = make_fake_tensorrt()
-    tb.build_engines(tmp_path / "b", tb.BuildOptions("int8"), tmp_path / "e", trt=trt)
+    tb.build_engines(tmp_path / "b", EngineSpec("int8"), tmp_path / "e", trt=trt)
     assert names(trt).count("calibration_batch") == 2 * 2
     (tmp_path / "b" / "calib" / "task_01.npy").write_bytes(b"tampered")
     from pcl_edge.export import BundleError

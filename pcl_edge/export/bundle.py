@@ -1,7 +1,4 @@
-"""Bundles: a directory (optionally packed as .tar) with ``manifest.json`` and one ONNX model per task.
-
-    BUNDLE/manifest.json
-    BUNDLE/models/task_01.onnx ...
+"""Writing bundles (``pcl_edge.bundle`` has the format, verification and packing; this side needs torch).
 
 ``export_bundle(run_dir, out, base=OLD)`` adds the tasks learned since OLD and copies OLD's models
 byte-identical (task T+1 arrives weeks later); nothing is ever written in place: a temporary directory is
@@ -13,65 +10,18 @@ import contextlib
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from .. import __version__
 from .._io import sha256_file, write_json
+from ..bundle.archive import bundle_dir, pack_bundle, task_files, verify_dir
+from ..bundle.manifest import MANIFEST, SCHEMA_VERSION, BundleError, seal, sha256_bytes
 from ..preprocess import normalize
-from .manifest import (
-    MANIFEST,
-    SCHEMA_VERSION,
-    BundleError,
-    read_manifest,
-    seal,
-    sha256_bytes,
-)
 from .onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, ExportError
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def bundle_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """A bundle as a directory: itself, or a tar unpacked (safely) into a temporary directory."""
-    path = Path(path)
-    if not path.exists():
-        raise BundleError(f"{path} does not exist")
-    if path.is_dir():
-        yield path
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        yield unpack_bundle(path, Path(tmp) / "bundle")
-
-
-def verify_bundle(path: str | os.PathLike) -> dict:
-    """Schema, manifest digest and every model's sha256; returns the manifest. Accepts a directory or a .tar."""
-    with bundle_dir(path) as d:
-        return _verify_dir(d)
-
-
-def _verify_dir(path: Path) -> dict:
-    m = read_manifest(path)
-    for t in m["tasks"]:
-        for rel, digest in task_files(t):
-            f = path / rel
-            if not f.is_file():
-                raise BundleError(f"task {t['id']}: file {rel} is missing")
-            if sha256_file(f) != digest:
-                raise BundleError(f"task {t['id']}: {rel} does not match its sha256 (corrupted or modified)")
-    return m
-
-
-def task_files(task: dict) -> list[tuple[str, str]]:
-    """Every file a task entry owns, with its recorded sha256."""
-    files = [(task["model"], task["sha256"])]
-    if task.get("calibration"):
-        files.append((task["calibration"]["file"], task["calibration"]["sha256"]))
-    return files
 
 
 def _task_entry(run, task_id: int, model_rel: str, model_bytes: bytes, verification: dict,
@@ -139,7 +89,7 @@ def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int,
     from .expert import load_expert_net, validation_images
     from .onnx_export import export_onnx, verify_onnx
 
-    old = _verify_dir(base) if base is not None else None
+    old = verify_dir(base) if base is not None else None
     old_ids = {t["id"] for t in old["tasks"]} if old else set()
     new_ids = [i for i in task_ids if i not in old_ids]
     if old is not None and not new_ids:
@@ -182,7 +132,7 @@ def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int,
             "tasks": sorted(tasks, key=lambda t: t["id"]),
         })
         write_json(tmp / MANIFEST, manifest)
-        _verify_dir(tmp)
+        verify_dir(tmp)
         if pack:
             pack_bundle(tmp, out)
             shutil.rmtree(tmp)
@@ -192,39 +142,3 @@ def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-def pack_bundle(src: Path, out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tarfile.open(tmp, "w") as tar:
-        for p in sorted(src.rglob("*")):
-            tar.add(p, arcname=p.relative_to(src).as_posix(), recursive=False)
-    os.replace(tmp, out)
-
-
-def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Unpack a bundle tar, refusing absolute paths, ``..``, links and devices before writing anything."""
-    dest = Path(dest)
-    if dest.exists():
-        raise BundleError(f"{dest} already exists; unpack into a new directory")
-    try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for m in members:
-                p = Path(m.name)
-                if p.is_absolute() or ".." in p.parts:
-                    raise BundleError(f"{archive}: member {m.name!r} would be written outside the bundle")
-                if not (m.isfile() or m.isdir()):
-                    raise BundleError(f"{archive}: member {m.name!r} is a link or device; bundles hold plain files")
-            dest.mkdir(parents=True)
-            for m in members:
-                target = dest / m.name
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with tar.extractfile(m) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-    except tarfile.TarError as exc:
-        raise BundleError(f"{archive} is not a readable tar: {exc}") from None
-    return dest

@@ -10,8 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .bundle import verify_bundle
-from .manifest import BundleError
+from ..bundle.archive import bundle_dir, verify_dir
+from ..bundle.manifest import BundleError
 
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64"}
 
@@ -29,17 +29,21 @@ def config_pbtxt(task: dict, max_batch_size: int = 64) -> str:
 
 
 def bundle_to_triton(bundle: str | os.PathLike, out: str | os.PathLike, max_batch_size: int = 64) -> list[str]:
-    """Write a Triton repository from a verified bundle; returns the model names."""
-    manifest = verify_bundle(bundle)
+    """Write a Triton repository from a verified bundle (a directory or a .tar); returns the model names."""
     out = Path(out)
     if out.exists():
         raise BundleError(f"{out} already exists; choose a new --out")
+    with bundle_dir(bundle) as root:  # a .tar is verified and copied from the same unpacked files
+        return _write(root, verify_dir(root), out, max_batch_size)
+
+
+def _write(root: Path, manifest: dict, out: Path, max_batch_size: int) -> list[str]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for task in manifest["tasks"]:
             (tmp / task["name"] / "1").mkdir(parents=True)
-            shutil.copyfile(Path(bundle) / task["model"], tmp / task["name"] / "1" / "model.onnx")
+            shutil.copyfile(root / task["model"], tmp / task["name"] / "1" / "model.onnx")
             (tmp / task["name"] / "config.pbtxt").write_text(config_pbtxt(task, max_batch_size))
         os.rename(tmp, out)
     except BaseException:

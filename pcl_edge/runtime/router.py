@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.bundle import unpack_bundle, verify_bundle
+from ..bundle.archive import unpack_bundle, verify_bundle
+from ..bundle.engine import EngineSpec, engine_dir
 from ..preprocess import normalize
 from .backends import Session, open_session
 from .errors import BadRequest, ServiceUnavailable, UnknownTask
@@ -38,6 +39,7 @@ class _Version:
     root: Path
     manifest: dict
     by_key: dict[str, dict]  # "3", "task_03" -> task entry
+    options: dict = field(default_factory=dict)  # backend options its sessions open with
     sessions: OrderedDict[int, Session] = field(default_factory=OrderedDict)  # LRU: oldest first
 
     @property
@@ -61,10 +63,17 @@ def _index(manifest: dict) -> dict[str, dict]:
     return out
 
 
+MAX_REQUEST_BATCH = 1024  # a request's batch limit; sessions take up to their engine's max, the router splits
+
+
 class Router:
     def __init__(self, bundle: str | Path, backend: str = "auto", memory_budget_bytes: int | None = None,
-                 max_batch: int = 64, backend_options: dict | None = None, workdir: str | Path | None = None) -> None:
+                 max_batch: int = MAX_REQUEST_BATCH, backend_options: dict | None = None,
+                 workdir: str | Path | None = None, engine_spec: EngineSpec | None = None,
+                 cache_dir: str | Path | None = None) -> None:
         self.backend, self.budget, self.max_batch = backend, memory_budget_bytes, max_batch
+        self.engine_spec = engine_spec or EngineSpec()
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.backend_options = backend_options or {}
         self.workdir = Path(workdir) if workdir else None
         self._lock = threading.RLock()
@@ -75,15 +84,21 @@ class Router:
         self.activate(bundle)
 
     # -- versions -----------------------------------------------------------------------------------------------
+    def _options(self, bundle: str | Path) -> dict:
+        """Backend options of a version: the one engine spec, and engines cached next to the bundle as given (a
+        .tar's engines survive restarts; they never live in a per-start unpack directory)."""
+        return {"spec": self.engine_spec, "cache_dir": self.cache_dir or engine_dir(bundle), **self.backend_options}
+
     def _prepare(self, bundle: str | Path) -> _Version:
+        options = self._options(bundle)
         path = Path(bundle)
         if path.is_file():  # a .tar: unpacked (safely) next to the others, never over an existing directory
             base = self.workdir or path.parent
             path = unpack_bundle(path, base / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10**6}")
         manifest = verify_bundle(path)
-        version = _Version(path, manifest, _index(manifest))
+        version = _Version(path, manifest, _index(manifest), options)
         for task in manifest["tasks"]:  # every task must run before the version may serve
-            open_session(self.backend, path, task, **self.backend_options).close()
+            open_session(self.backend, path, task, **options).close()
         return version
 
     def activate(self, bundle: str | Path) -> dict:
@@ -136,7 +151,7 @@ class Router:
                 s = version.sessions.get(tid)
                 if s is not None:
                     return s
-            s = open_session(self.backend, version.root, task, **self.backend_options)
+            s = open_session(self.backend, version.root, task, **version.options)
             s.nbytes = self._sizes.setdefault(task["sha256"], s.nbytes)
             if self.budget is not None and s.nbytes > self.budget:
                 s.close()
@@ -200,7 +215,8 @@ class Router:
         try:
             x = self.validate(task, np.asarray(x), preprocess)
             session = self._session(version, task)
-            logits = session.run(x)
+            limit = getattr(session, "max_batch", None) or len(x)  # an engine's profile limit: split, answer whole
+            logits = np.concatenate([session.run(x[i:i + limit]) for i in range(0, len(x), limit)])
         except Exception:
             stats.errors += 1
             raise

@@ -2,14 +2,14 @@
 time ``execute_async_v3`` with CUDA events on a stream, in a run with no profiler attached. The layers TensorRT
 kept after fusing (``optimized_nodes``) come from the engine inspector: fused layers are named by joining their
 members' names (``b1.0 + b1.1``), which is how ``hw.fusion`` detects TensorRT's fusion rules on the device.
-TensorRT 10 API; what 8.6 needs differently lives in ``export._trt_compat``. Device memory through cuda-python, never
+TensorRT 10 API; what 8.6 needs differently lives in ``bundle._trt_compat``. Device memory through cuda-python, never
 torch."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...export import _trt_compat as compat
+from ...bundle import _trt_compat as compat
 from . import BACKENDS, Measurement
 
 
@@ -39,12 +39,13 @@ class TensorRTBackend:
                 "statistic": "median of per-inference CUDA event time", "profiler": "none attached"}
 
     def _engine(self, model: bytes, detailed: bool = False):
-        from ...export.tensorrt_builder import BuildOptions, build_plan
+        from ...bundle.engine import EngineSpec
+        from ...bundle.tensorrt_builder import build_plan
 
         trt = self.trt
         name, chw = _io(model)
-        opts = BuildOptions(self.precision if self.precision != "int8" else "fp16", max_batch=1,
-                            workspace_mb=self.workspace_mb)
+        opts = EngineSpec(self.precision if self.precision != "int8" else "fp16", max_batch=1,
+                          workspace_mb=self.workspace_mb)
         plan, self.timing_cache = build_plan(trt, model, name, chw, opts, self.timing_cache, detailed=detailed)
         return trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan), name, chw
 

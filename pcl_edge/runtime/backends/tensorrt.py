@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ...bundle.engine import EngineSpec, engine_dir
 from . import BACKENDS
 
 
 @BACKENDS.register("tensorrt")
 class TensorRTSession:
-    def __init__(self, bundle_root: Path, task: dict, precision: str = "fp16", max_batch: int = 8,
+    def __init__(self, bundle_root: Path, task: dict, spec: EngineSpec | None = None,
                  cache_dir: str | Path | None = None, trt=None, cuda=None, **_: object) -> None:
-        from ...export import _trt_compat as compat
-        from ...export.tensorrt_builder import BuildOptions, ensure_engine, load_engine_plan
+        from ...bundle import _trt_compat as compat
+        from ...bundle.tensorrt_builder import ensure_engine, load_engine_plan
 
         self.trt = trt = trt or compat.import_tensorrt()
         if cuda is None:
@@ -25,8 +26,10 @@ class TensorRTSession:
 
             cuda = Cuda()
         self.cuda = cuda
-        cache = Path(cache_dir) if cache_dir else Path(bundle_root).with_name(Path(bundle_root).name + ".engines")
-        path, header = ensure_engine(trt, Path(bundle_root), task, BuildOptions(precision, max_batch=max_batch), cache)
+        spec = (spec or EngineSpec()).for_device(trt)
+        cache = Path(cache_dir) if cache_dir else engine_dir(bundle_root)
+        path, header = ensure_engine(trt, Path(bundle_root), task, spec, cache)
+        precision, max_batch = spec.precision, spec.max_batch
         plan = load_engine_plan(path, header)
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
         self.ctx = self.engine.create_execution_context()
@@ -45,7 +48,7 @@ class TensorRTSession:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        if n > self.max_batch:  # the router splits larger batches; this is the engine's profile limit
+        if n > self.max_batch:  # the engine's profile limit; the router splits larger batches before this
             raise ValueError(f"batch {n} > engine max batch {self.max_batch}")
         x = np.ascontiguousarray(x, np.float32)
         out = np.empty((n, self._classes), np.float32)

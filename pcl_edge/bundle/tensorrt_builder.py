@@ -1,9 +1,9 @@
 """TensorRT engines, built ON the device that runs them, from a bundle's ONNX models (TensorRT 10 API; 8.6 shims
 in ``_trt_compat``). No torch: this runs on the Jetson.
 
-Per task: parse the ONNX (parser errors surfaced), one optimisation profile for batch 1..max, a workspace limit,
-FP16 / INT8 flags (INT8 with entropy calibration on images the user supplies at build time), a timing cache shared
-by all tasks, and an engine file whose header says what it was built for (see ``engine_header``)."""
+Per task: parse the ONNX (parser errors surfaced), one optimisation profile for the spec's min/opt/max batch, a
+workspace limit, FP16 / INT8 flags (INT8 with entropy calibration on images the user supplies at build time), a
+timing cache shared by all tasks, and an engine file whose header is the ``EngineSpec`` it was built for."""
 
 from __future__ import annotations
 
@@ -11,37 +11,18 @@ import logging
 import shlex
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from .._io import atomic_open
 from . import _trt_compat as compat
-from .bundle import bundle_dir, verify_bundle
-from .engine_header import EngineHeader, EngineMismatch, read_engine, write_engine
+from .archive import bundle_dir, verify_bundle
+from .engine import EngineHeader, EngineMismatch, EngineSpec, engine_dir, read_engine, write_engine
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class EngineBuildError(RuntimeError):
     """TensorRT could not build an engine (parser or builder errors are in the message)."""
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    precision: str = "fp16"
-    max_batch: int = 32
-    opt_batch: int = 1  # the edge case: one request at a time
-    workspace_mb: int = 256
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
-        if not 1 <= self.opt_batch <= self.max_batch:
-            raise ValueError(f"need 1 <= opt_batch ({self.opt_batch}) <= max_batch ({self.max_batch})")
-
-    def flags(self) -> dict:
-        return {"max_batch": self.max_batch, "opt_batch": self.opt_batch, "workspace_mb": self.workspace_mb}
 
 
 def gpu_name() -> str:
@@ -66,7 +47,7 @@ def gpu_name() -> str:
     return model.read_text().strip("\x00").strip() if model.exists() else "unknown-gpu"
 
 
-def build_plan(trt, onnx_bytes: bytes, input_name: str, chw: tuple[int, ...], opts: BuildOptions,
+def build_plan(trt, onnx_bytes: bytes, input_name: str, chw: tuple[int, ...], opts: EngineSpec,
                timing_cache: bytes = b"", calibrator=None, detailed: bool = False) -> tuple[bytes, bytes]:
     """One engine plan and the (updated) serialized timing cache. ``detailed`` keeps per-layer information in the
     plan (``ProfilingVerbosity.DETAILED``) for the engine inspector."""
@@ -86,8 +67,10 @@ def build_plan(trt, onnx_bytes: bytes, input_name: str, chw: tuple[int, ...], op
             raise EngineBuildError("int8 needs calibration images: pass --calib-dir DIR")
         config.set_flag(trt.BuilderFlag.INT8)
         compat.set_calibrator(config, calibrator)
+    for name in opts.build_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (1, *chw), (opts.opt_batch, *chw), (opts.max_batch, *chw))
+    profile.set_shape(input_name, (opts.min_batch, *chw), (opts.opt_batch, *chw), (opts.max_batch, *chw))
     config.add_optimization_profile(profile)
     if detailed:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
@@ -99,11 +82,11 @@ def build_plan(trt, onnx_bytes: bytes, input_name: str, chw: tuple[int, ...], op
     return bytes(plan), bytes(config.get_timing_cache().serialize())
 
 
-def trtexec_command(model: Path, engine: Path, input_name: str, chw: tuple[int, ...], opts: BuildOptions,
+def trtexec_command(model: Path, engine: Path, input_name: str, chw: tuple[int, ...], opts: EngineSpec,
                     timing_cache: Path) -> str:
     """The equivalent command line, for people who prefer trtexec."""
     dims = "x".join(map(str, chw))
-    args = ["trtexec", f"--onnx={model}", f"--saveEngine={engine}", f"--minShapes={input_name}:1x{dims}",
+    args = ["trtexec", f"--onnx={model}", f"--saveEngine={engine}", f"--minShapes={input_name}:{opts.min_batch}x{dims}",
             f"--optShapes={input_name}:{opts.opt_batch}x{dims}", f"--maxShapes={input_name}:{opts.max_batch}x{dims}",
             f"--memPoolSize=workspace:{opts.workspace_mb}M", f"--timingCacheFile={timing_cache}"]
     if opts.precision != "fp32":
@@ -117,23 +100,27 @@ def engine_path(cache_dir: Path, header: EngineHeader) -> Path:
     return Path(cache_dir) / header.key()
 
 
-def build_engines(bundle: str | Path, opts: BuildOptions = BuildOptions(), cache_dir: str | Path | None = None,
+def build_engines(bundle: str | Path, spec: EngineSpec = EngineSpec(), cache_dir: str | Path | None = None,
                   calib_dir: str | Path | None = None, trt=None) -> list[Path]:
     """Build (or reuse, when the header matches) an engine per task of ``bundle``; returns the engine paths."""
     trt = trt or compat.import_tensorrt()
     manifest = verify_bundle(bundle)
-    cache_dir = Path(cache_dir or Path(bundle).with_name(Path(bundle).name + ".engines"))
+    cache_dir = Path(cache_dir) if cache_dir else engine_dir(bundle)
+    spec = spec.for_device(trt)
     with bundle_dir(bundle) as root:
-        return [ensure_engine(trt, root, task, opts, cache_dir, calib_dir)[0] for task in manifest["tasks"]]
+        return [ensure_engine(trt, root, task, spec, cache_dir, calib_dir)[0] for task in manifest["tasks"]]
 
 
-def ensure_engine(trt, root: Path, task: dict, opts: BuildOptions, cache_dir: Path,
+def ensure_engine(trt, root: Path, task: dict, spec: EngineSpec, cache_dir: Path,
                   calib_dir: str | Path | None = None) -> tuple[Path, EngineHeader]:
-    """The engine of one task of a (verified) bundle directory: reused when its header matches this device, built
-    otherwise. The timing cache in ``cache_dir`` is read before and written after every build."""
+    """The engine of one task of a (verified) bundle directory: reused when its header matches ``spec`` (filled in
+    for this device), built otherwise. The timing cache in ``cache_dir`` is read before and written after every
+    build."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    header = EngineHeader(model_sha256=task["sha256"], precision=opts.precision, tensorrt_version=str(trt.__version__),
-                          gpu=gpu_name(), max_batch=opts.max_batch, build_flags=opts.flags())
+    if not spec.tensorrt_version:
+        spec = spec.for_device(trt)
+    header = EngineHeader(model_sha256=task["sha256"], spec=spec)
+    opts = spec
     path = engine_path(cache_dir, header)
     if path.exists():
         try:

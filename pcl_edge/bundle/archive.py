@@ -1,0 +1,95 @@
+"""Bundles on disk: a directory (optionally packed as .tar) with ``manifest.json`` and one ONNX model per task.
+
+    BUNDLE/manifest.json
+    BUNDLE/models/task_01.onnx ...
+
+Verification (schema, manifest digest, every file's sha256), safe unpacking (no absolute paths, ``..``, links or
+devices) and packing. Stdlib only: the device side uses it, and never imports ``pcl_edge.export``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .._io import sha256_file
+from .manifest import BundleError, read_manifest
+
+
+@contextlib.contextmanager
+def bundle_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A bundle as a directory: itself, or a tar unpacked (safely) into a temporary directory."""
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path} does not exist")
+    if path.is_dir():
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield unpack_bundle(path, Path(tmp) / "bundle")
+
+
+def verify_bundle(path: str | os.PathLike) -> dict:
+    """Schema, manifest digest and every model's sha256; returns the manifest. Accepts a directory or a .tar."""
+    with bundle_dir(path) as d:
+        return verify_dir(d)
+
+
+def verify_dir(path: Path) -> dict:
+    m = read_manifest(path)
+    for t in m["tasks"]:
+        for rel, digest in task_files(t):
+            f = path / rel
+            if not f.is_file():
+                raise BundleError(f"task {t['id']}: file {rel} is missing")
+            if sha256_file(f) != digest:
+                raise BundleError(f"task {t['id']}: {rel} does not match its sha256 (corrupted or modified)")
+    return m
+
+
+def task_files(task: dict) -> list[tuple[str, str]]:
+    """Every file a task entry owns, with its recorded sha256."""
+    files = [(task["model"], task["sha256"])]
+    if task.get("calibration"):
+        files.append((task["calibration"]["file"], task["calibration"]["sha256"]))
+    return files
+
+
+def pack_bundle(src: Path, out: Path) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for p in sorted(src.rglob("*")):
+            tar.add(p, arcname=p.relative_to(src).as_posix(), recursive=False)
+    os.replace(tmp, out)
+
+
+def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Unpack a bundle tar, refusing absolute paths, ``..``, links and devices before writing anything."""
+    dest = Path(dest)
+    if dest.exists():
+        raise BundleError(f"{dest} already exists; unpack into a new directory")
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                p = Path(m.name)
+                if p.is_absolute() or ".." in p.parts:
+                    raise BundleError(f"{archive}: member {m.name!r} would be written outside the bundle")
+                if not (m.isfile() or m.isdir()):
+                    raise BundleError(f"{archive}: member {m.name!r} is a link or device; bundles hold plain files")
+            dest.mkdir(parents=True)
+            for m in members:
+                target = dest / m.name
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(m) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+    except tarfile.TarError as exc:
+        raise BundleError(f"{archive} is not a readable tar: {exc}") from None
+    return dest
