@@ -100,9 +100,10 @@ def engine_path(cache_dir: Path, header: EngineHeader) -> Path:
     return Path(cache_dir) / header.key()
 
 
-def build_engines(bundle: str | Path, spec: EngineSpec = EngineSpec(), cache_dir: str | Path | None = None,
+def build_engines(bundle: str | Path, spec: EngineSpec | None = None, cache_dir: str | Path | None = None,
                   calib_dir: str | Path | None = None, trt=None) -> list[Path]:
     """Build (or reuse, when the header matches) an engine per task of ``bundle``; returns the engine paths."""
+    spec = spec or EngineSpec()
     trt = trt or compat.import_tensorrt()
     manifest = verify_bundle(bundle)
     cache_dir = Path(cache_dir) if cache_dir else engine_dir(bundle)
