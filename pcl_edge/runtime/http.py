@@ -35,6 +35,8 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         return JSONResponse({"error": str(exc)}, status_code=status)
 
     def guarded(handler):
+        """Every failure becomes an answer: protocol errors their status, anything else a 500 with its message;
+        the server goes on serving."""
         async def wrapped(request: Request):
             try:
                 return await handler(request)
@@ -42,6 +44,9 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
                 return error(exc)
             except ValueError as exc:  # e.g. a bundle that fails verification on activation
                 return error(exc, 400)
+            except Exception as exc:  # noqa: BLE001 - a backend's own failure must not take the service down
+                log.exception("%s %s failed", request.method, request.url.path)
+                return error(RuntimeFailure(f"internal error: {type(exc).__name__}: {exc}"), 500)
         return wrapped
 
     def admin(handler):
@@ -100,21 +105,23 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
 
     async def infer(request):
         model = request.path_params["model"]
-        task = router.resolve(model)
+        router.resolve(model)  # an unknown task is a 404 before its body is read
         try:
             body = await body_of(request)
         except _TooLarge as exc:
             return error(BadRequest(f"request body of {exc.args[0]} bytes exceeds {max_body_bytes}"), 413)
         req, arrays = decode_request(body, request.headers.get(HEADER))
         if len(arrays) != 1:
-            raise BadRequest(f"{task['name']} takes one input, got {len(arrays)}")
+            raise BadRequest(f"{model} takes one input, got {len(arrays)}")
         x = arrays[0]
         params = req.get("parameters") or {}
         top_k = params.get("top_k", 0)
         if not isinstance(top_k, int) or top_k < 0:
             raise BadRequest("parameters.top_k must be a non-negative integer")
         result = await run_in_threadpool(router.infer, model, x, x.dtype == np.uint8, top_k)
-        extra = {"task_id": task["id"], "bundle_version": result.bundle_version, "backend": result.backend}
+        task = result.task  # resolved once, in the version that answered: the metadata names that version
+        extra = {"task_id": task["id"], "bundle_version": result.bundle_version,
+                 "bundle_digest": result.bundle_digest, "backend": result.backend}
         if top_k:
             extra["top_k"] = [[{"class": c, "p": round(p, 6)} for c, p in row] for row in result.top_k]
         body, headers = encode_response(task["name"], str(result.bundle_version), req,

@@ -18,7 +18,7 @@ from ..bundle.archive import unpack_bundle, verify_bundle
 from ..bundle.engine import EngineSpec, engine_dir
 from ..preprocess import normalize
 from .backends import Session, open_session
-from .errors import BadRequest, ServiceUnavailable, UnknownTask
+from .errors import BadRequest, RuntimeFailure, ServiceUnavailable, UnknownTask
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ class _Version:
     def bundle_version(self) -> int:
         return self.manifest["bundle_version"]
 
+    @property
+    def digest(self) -> str:
+        """A bundle's identity (two exports can both be version 1): its manifest digest, short form."""
+        return self.manifest["manifest_sha256"][:12]
+
 
 @dataclass(frozen=True)
 class InferResult:
@@ -54,6 +59,7 @@ class InferResult:
     top_k: list[list[tuple[str, float]]]
     backend: str
     bundle_version: int
+    bundle_digest: str = ""
 
 
 def _index(manifest: dict) -> dict[str, dict]:
@@ -216,7 +222,14 @@ class Router:
             x = self.validate(task, np.asarray(x), preprocess)
             session = self._session(version, task)
             limit = getattr(session, "max_batch", None) or len(x)  # an engine's profile limit: split, answer whole
-            logits = np.concatenate([session.run(x[i:i + limit]) for i in range(0, len(x), limit)])
+            try:
+                logits = np.concatenate([session.run(x[i:i + limit]) for i in range(0, len(x), limit)])
+            except RuntimeFailure:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the backend's own failure: a 500 / serial code 1, not a crash
+                log.exception("task %s: backend %s failed", task["id"], session.name)
+                raise RuntimeFailure(f"task {task['name']}: backend {session.name} failed: "
+                                     f"{type(exc).__name__}: {exc}") from exc
         except Exception:
             stats.errors += 1
             raise
@@ -224,7 +237,7 @@ class Router:
         stats.requests, stats.items, stats.total_ns, stats.last_ns = (stats.requests + 1, stats.items + len(x),
                                                                       stats.total_ns + elapsed, time.time_ns())
         return InferResult(task, logits, _top_k(logits, task["class_names"], top_k) if top_k else [], session.name,
-                           version.bundle_version)
+                           version.bundle_version, version.digest)
 
 
 def _top_k(logits: np.ndarray, names: list[str], k: int) -> list[list[tuple[str, float]]]:

@@ -1,5 +1,7 @@
 """The serial transport of ``pcl-edge serve --serial PORT``: frames in, router, frames out. Every bad frame is
-answered with an ERROR frame (when its request id is readable) and the loop goes on."""
+answered with an ERROR frame (when its request id is readable) and the loop goes on. Nothing kills the loop: any
+exception a backend raises becomes an ERROR frame (code 1, internal), and a failure of the loop itself (a port
+that errors) is logged and retried after a pause, so the device never goes silent on its serial link."""
 
 from __future__ import annotations
 
@@ -59,6 +61,11 @@ class SerialServer:
         except (RuntimeFailure, FrameError) as exc:
             code = getattr(exc, "code", 2)
             return json_frame(ERROR, frame.request_id, {"code": code, "error": str(exc)}, frame.task_id)
+        except Exception as exc:  # noqa: BLE001 - a backend's own failure is an answer, never the end of the loop
+            log.exception("serial request %s on task %s failed", frame.request_id, frame.task_id)
+            return json_frame(ERROR, frame.request_id, {"code": RuntimeFailure.code,
+                                                        "error": f"internal error: {type(exc).__name__}: {exc}"},
+                              frame.task_id)
 
     def serve_once(self, idle_timeout: float = 0.5) -> bool:
         """Handle at most one frame; False when nothing arrived."""
@@ -77,9 +84,14 @@ class SerialServer:
         self.port.write(encode(out))
         return True
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, retry_s: float = 1.0) -> None:
         while not self._stop.is_set():
-            self.serve_once()
+            try:
+                self.serve_once()
+            except Exception:  # noqa: BLE001 - e.g. the port errored: log, pause, go on serving
+                self.errors += 1
+                log.exception("serial transport error; retrying in %.1f s", retry_s)
+                self._stop.wait(retry_s)
 
     def stop(self) -> None:
         self._stop.set()
