@@ -157,16 +157,31 @@ def _export_parser(sub) -> None:
     p.add_argument("--out", required=True, help="new bundle directory, BUNDLE.tar, or Triton repository")
     p.add_argument("--base", help="previous bundle: keep its tasks byte-identical, export only newer ones")
     p.add_argument("--format", default="bundle", choices=["bundle", "triton"])
+    p.add_argument("--sign-key", metavar="KEY", help="sign the bundle with this ed25519 key (pcl-edge keygen)")
     p.add_argument("--calib-samples", type=int, default=0,
                    help="opt-in: store N validation images per task for INT8 calibration on the device (default 0: "
                         "samples of old tasks travelling with the models are a form of rehearsal data)")
 
 
 def _bundle_parser(sub) -> None:
-    p = sub.add_parser("bundle", help="inspect bundles")
+    p = sub.add_parser("bundle", help="verify or sign bundles")
     bsub = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
-    v = bsub.add_parser("verify", help="check a bundle's schema, manifest digest and every file's sha256")
+    v = bsub.add_parser("verify", help="check a bundle's schema, manifest digest and every file's sha256 (and, with "
+                        "--trusted-key, its signature)")
     v.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
+    v.add_argument("--trusted-key", metavar="PUB_OR_DIR", help="require a valid signature by this public key (or "
+                   "any *.pub in this directory)")
+    s = bsub.add_parser("sign", help="sign a bundle (directory in place, .tar re-packed atomically) with an ed25519 "
+                        "key from pcl-edge keygen")
+    s.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
+    s.add_argument("--key", required=True, metavar="KEY", help="private key file (NAME.key)")
+
+
+def _keygen_parser(sub) -> None:
+    p = sub.add_parser("keygen", help="make an ed25519 key pair for signing bundles",
+                       description="Writes NAME.key (private, mode 0600: keep it on the build machine) and NAME.pub "
+                       "(give it to devices: serve --trusted-key). Never overwrites.")
+    p.add_argument("name", metavar="NAME", help="path prefix of the two files (e.g. keys/release-2026)")
 
 
 def _engine_args(p) -> None:
@@ -342,6 +357,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort"])
     p.add_argument("--memory-budget", type=float, metavar="MB", help="LRU budget for loaded models")
     p.add_argument("--token-file", help="file holding the bearer token that admin calls need")
+    p.add_argument("--trusted-key", metavar="PUB_OR_DIR", help="serve only bundles signed by this public key (or "
+                   "any *.pub in this directory: key rotation), at start and on every activation")
     p.add_argument("--max-body-mb", type=float, default=16)
     p.add_argument("--serial", metavar="PORT", help="also answer framed requests on this serial port "
                                                     "(e.g. /dev/ttyTHS1; protocol in deploy/README.md)")
@@ -362,8 +379,13 @@ def cmd_serve(args) -> int:
         if len(token) < 16:
             raise ValueError(f"the token in {args.token_file} is shorter than 16 characters")
     budget = None if args.memory_budget is None else int(args.memory_budget * 2**20)
+    trusted = None
+    if args.trusted_key:
+        from .bundle.signing import load_trusted_keys
+
+        trusted = load_trusted_keys(args.trusted_key)
     router = Router(args.bundle, backend=args.backend, memory_budget_bytes=budget, engine_spec=_engine_spec(args),
-                    cache_dir=args.cache_dir)
+                    cache_dir=args.cache_dir, trusted_keys=trusted)
     log.info("serving %d tasks of bundle version %s on http://%s:%d (backend %s)", len(router.tasks()),
              router.version.bundle_version, args.host, args.port, args.backend)
     if args.serial:
@@ -407,7 +429,8 @@ def cmd_build_engines(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_bundle
 
-    m = export_bundle(args.run_dir, args.out, base=args.base, fmt=args.format, calib_samples=args.calib_samples)
+    m = export_bundle(args.run_dir, args.out, base=args.base, fmt=args.format, calib_samples=args.calib_samples,
+                      sign_key=args.sign_key)
     worst = max(t["verification"]["max_abs_diff"] for t in m["tasks"] if "verification" in t)
     sys.stdout.write(f"wrote {args.out} ({args.format}): bundle version {m['bundle_version']}, tasks "
                      f"{[t['id'] for t in m['tasks']]}, max |onnx - torch| {worst:.1e}\n")
@@ -416,10 +439,25 @@ def cmd_export(args) -> int:
 
 def cmd_bundle(args) -> int:
     from .bundle import verify_bundle
+    from .bundle.signing import load_trusted_keys, sign_bundle
 
-    m = verify_bundle(args.bundle)
+    if args.bundle_command == "sign":
+        entry = sign_bundle(args.bundle, args.key)
+        sys.stdout.write(f"{args.bundle}: signed by key {entry['key_id']}\n")
+        return 0
+    trusted = load_trusted_keys(args.trusted_key) if args.trusted_key else None
+    m = verify_bundle(args.bundle, trusted)
+    signed = ", signature by a trusted key verifies" if trusted else ""
     sys.stdout.write(f"{args.bundle}: OK (schema {m['schema_version']}, bundle version {m['bundle_version']}, "
-                     f"{len(m['tasks'])} tasks, every sha256 matches)\n")
+                     f"digest {m['manifest_sha256'][:12]}, {len(m['tasks'])} tasks, every sha256 matches{signed})\n")
+    return 0
+
+
+def cmd_keygen(args) -> int:
+    from .bundle.signing import key_id, keygen, load_private_key
+
+    key, pub = keygen(args.name)
+    sys.stdout.write(f"wrote {key} (private, 0600) and {pub} (key id {key_id(load_private_key(key).public_key())})\n")
     return 0
 
 
@@ -435,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     _evolve_parser(sub)
     _export_parser(sub)
     _bundle_parser(sub)
+    _keygen_parser(sub)
     _engines_parser(sub)
     _profile_parser(sub)
     _serve_parser(sub)
@@ -442,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "build-engines": cmd_build_engines,
+COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "keygen": cmd_keygen, "build-engines": cmd_build_engines,
             "profile": cmd_profile, "serve": cmd_serve, "report": cmd_report}
 
 

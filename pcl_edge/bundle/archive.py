@@ -33,14 +33,19 @@ def bundle_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield unpack_bundle(path, Path(tmp) / "bundle")
 
 
-def verify_bundle(path: str | os.PathLike) -> dict:
-    """Schema, manifest digest and every model's sha256; returns the manifest. Accepts a directory or a .tar."""
+def verify_bundle(path: str | os.PathLike, trusted_keys: dict | None = None) -> dict:
+    """Schema, manifest digest and every model's sha256, and with ``trusted_keys`` a valid signature by one of them
+    (``signing``); returns the manifest. Accepts a directory or a .tar."""
     with bundle_dir(path) as d:
-        return verify_dir(d)
+        return verify_dir(d, trusted_keys)
 
 
-def verify_dir(path: Path) -> dict:
+def verify_dir(path: Path, trusted_keys: dict | None = None) -> dict:
     m = read_manifest(path)
+    if trusted_keys is not None:
+        from .signing import check_signature
+
+        check_signature(path, m, trusted_keys)
     for t in m["tasks"]:
         for rel, digest in task_files(t):
             f = path / rel

@@ -40,12 +40,14 @@ def _task_entry(run, task_id: int, model_rel: str, model_bytes: bytes, verificat
 
 
 def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, base: str | os.PathLike | None = None,
-                  n_real: int = 64, fmt: str = "bundle", calib_samples: int = 0) -> dict:
+                  n_real: int = 64, fmt: str = "bundle", calib_samples: int = 0,
+                  sign_key: str | os.PathLike | None = None) -> dict:
     """Export every archived expert of ``run_dir`` (those not already in ``base``) into a new bundle ``out``
     (a directory, or a tar when ``out`` ends in .tar); ``fmt="triton"`` writes a Triton model repository.
 
     ``calib_samples`` > 0 stores that many validation images per task in the bundle for INT8 calibration on the
-    device. Off by default: samples of every task travelling with the models are a form of rehearsal data."""
+    device. Off by default: samples of every task travelling with the models are a form of rehearsal data.
+    ``sign_key``: an ed25519 private key (``pcl-edge keygen``) that signs the bundle before it appears at ``out``."""
     if fmt == "triton":
         from .triton import bundle_to_triton
 
@@ -71,7 +73,7 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, base: str 
         log.warning("%s is unfinished: exporting the archived experts of tasks %s only", run.path, task_ids)
     with contextlib.ExitStack() as stack:
         base_path = stack.enter_context(bundle_dir(base)) if base is not None else None
-        return _export(run, task_ids, out, base_path, n_real, pack, calib_samples)
+        return _export(run, task_ids, out, base_path, n_real, pack, calib_samples, sign_key)
 
 
 def _write_calibration(root: Path, task_id: int, images) -> dict:
@@ -85,7 +87,7 @@ def _write_calibration(root: Path, task_id: int, images) -> dict:
 
 
 def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int, pack: bool,
-            calib_samples: int = 0) -> dict:
+            calib_samples: int = 0, sign_key: str | os.PathLike | None = None) -> dict:
     from .expert import load_expert_net, validation_images
     from .onnx_export import export_onnx, verify_onnx
 
@@ -133,6 +135,10 @@ def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int,
         })
         write_json(tmp / MANIFEST, manifest)
         verify_dir(tmp)
+        if sign_key is not None:
+            from ..bundle.signing import sign_dir
+
+            sign_dir(tmp, sign_key)
         if pack:
             pack_bundle(tmp, out)
             shutil.rmtree(tmp)

@@ -76,8 +76,9 @@ class Router:
     def __init__(self, bundle: str | Path, backend: str = "auto", memory_budget_bytes: int | None = None,
                  max_batch: int = MAX_REQUEST_BATCH, backend_options: dict | None = None,
                  workdir: str | Path | None = None, engine_spec: EngineSpec | None = None,
-                 cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None, trusted_keys: dict | None = None) -> None:
         self.backend, self.budget, self.max_batch = backend, memory_budget_bytes, max_batch
+        self.trusted_keys = trusted_keys  # with keys: only bundles signed by one of them, at start and activation
         self.engine_spec = engine_spec or EngineSpec()
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.backend_options = backend_options or {}
@@ -101,7 +102,7 @@ class Router:
         if path.is_file():  # a .tar: unpacked (safely) next to the others, never over an existing directory
             base = self.workdir or path.parent
             path = unpack_bundle(path, base / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10**6}")
-        manifest = verify_bundle(path)
+        manifest = verify_bundle(path, self.trusted_keys)
         version = _Version(path, manifest, _index(manifest), options)
         for task in manifest["tasks"]:  # every task must run before the version may serve
             open_session(self.backend, path, task, **options).close()
