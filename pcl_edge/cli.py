@@ -177,6 +177,30 @@ def _bundle_parser(sub) -> None:
     s.add_argument("--key", required=True, metavar="KEY", help="private key file (NAME.key)")
 
 
+def _push_parser(sub) -> None:
+    p = sub.add_parser("push", help="send a bundle to a running device (over-the-air update)",
+                       description="PUT the bundle (a .tar, or a directory packed on the fly) to the device's "
+                       "/v2/admin/bundle; the device verifies it (and its signature when it has trusted keys), "
+                       "self-tests every task and activates it, or keeps serving the old one and says why. "
+                       "POST /v2/admin/rollback returns to the previous bundle.\n\nexample:\n  pcl-edge push "
+                       "bundles/v2.tar --url http://jetson:8000 --token-file token.txt",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle .tar or directory")
+    p.add_argument("--url", required=True, help="the device's service, e.g. http://jetson:8000")
+    p.add_argument("--token-file", required=True, help="file holding the device's admin bearer token")
+
+
+def cmd_push(args) -> int:
+    from pathlib import Path
+
+    from .runtime.ota import push
+
+    answer = push(args.bundle, args.url, Path(args.token_file).read_text().strip())
+    sys.stdout.write(f"{args.url}: bundle version {answer['bundle_version']} ({answer['bundle_digest']}) active, "
+                     f"tasks {answer['tasks']}\n")
+    return 0
+
+
 def _keygen_parser(sub) -> None:
     p = sub.add_parser("keygen", help="make an ed25519 key pair for signing bundles",
                        description="Writes NAME.key (private, mode 0600: keep it on the build machine) and NAME.pub "
@@ -359,7 +383,11 @@ def _serve_parser(sub) -> None:
     p.add_argument("--token-file", help="file holding the bearer token that admin calls need")
     p.add_argument("--trusted-key", metavar="PUB_OR_DIR", help="serve only bundles signed by this public key (or "
                    "any *.pub in this directory: key rotation), at start and on every activation")
-    p.add_argument("--max-body-mb", type=float, default=16)
+    p.add_argument("--max-body-mb", type=float, default=16, help="largest inference request body (default 16)")
+    p.add_argument("--bundle-store", help="where over-the-air uploads (PUT /v2/admin/bundle) are kept (default: "
+                   "BUNDLE.store next to the bundle)")
+    p.add_argument("--max-bundle-mb", type=float, default=512, help="largest bundle upload (default 512)")
+    p.add_argument("--keep", type=int, default=3, help="bundles kept for POST /v2/admin/rollback (default 3)")
     p.add_argument("--serial", metavar="PORT", help="also answer framed requests on this serial port "
                                                     "(e.g. /dev/ttyTHS1; protocol in deploy/README.md)")
     p.add_argument("--baud", type=int, default=115200)
@@ -385,7 +413,9 @@ def cmd_serve(args) -> int:
 
         trusted = load_trusted_keys(args.trusted_key)
     router = Router(args.bundle, backend=args.backend, memory_budget_bytes=budget, engine_spec=_engine_spec(args),
-                    cache_dir=args.cache_dir, trusted_keys=trusted)
+                    cache_dir=args.cache_dir, trusted_keys=trusted,
+                    store=args.bundle_store or Path(args.bundle).with_name(Path(args.bundle).name + ".store"),
+                    keep=args.keep)
     log.info("serving %d tasks of bundle version %s on http://%s:%d (backend %s)", len(router.tasks()),
              router.version.bundle_version, args.host, args.port, args.backend)
     if args.serial:
@@ -396,7 +426,7 @@ def cmd_serve(args) -> int:
         serial_server = SerialServer(router, open_port(args.serial, args.baud))
         threading.Thread(target=serial_server.serve_forever, name="serial", daemon=True).start()
         log.info("serial transport on %s at %d baud", args.serial, args.baud)
-    serve(router, args.host, args.port, token, int(args.max_body_mb * 2**20))
+    serve(router, args.host, args.port, token, int(args.max_body_mb * 2**20), int(args.max_bundle_mb * 2**20))
     return 0
 
 
@@ -474,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     _export_parser(sub)
     _bundle_parser(sub)
     _keygen_parser(sub)
+    _push_parser(sub)
     _engines_parser(sub)
     _profile_parser(sub)
     _serve_parser(sub)
@@ -481,8 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "keygen": cmd_keygen, "build-engines": cmd_build_engines,
-            "profile": cmd_profile, "serve": cmd_serve, "report": cmd_report}
+COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "keygen": cmd_keygen,
+            "build-engines": cmd_build_engines, "profile": cmd_profile, "serve": cmd_serve, "push": cmd_push,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

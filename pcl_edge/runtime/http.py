@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 MAX_BODY = 16 << 20
 
 
-def create_app(router: Router, token: str | None = None, max_body_bytes: int = MAX_BODY):
+def create_app(router: Router, token: str | None = None, max_body_bytes: int = MAX_BODY,
+               max_bundle_bytes: int | None = None):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -173,6 +174,42 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         router.unload(request.path_params["model"])
         return JSONResponse({})
 
+    async def upload(request):
+        from starlette.requests import ClientDisconnect
+
+        from .ota import MAX_BUNDLE, UploadTooLarge, receive_bundle
+
+        if router.store is None:
+            return error(ServiceUnavailable("over-the-air updates are off: start the server with a bundle store"), 403)
+        cap = max_bundle_bytes or MAX_BUNDLE
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            return error(BadRequest(f"bundle of {declared} bytes exceeds the {cap}-byte cap"), 413)
+        try:
+            path = await receive_bundle(request.stream(), router.store, cap)
+        except UploadTooLarge as exc:
+            return error(BadRequest(f"bundle of more than {exc.args[0]} bytes exceeds the {cap}-byte cap"), 413)
+        except ClientDisconnect:
+            log.warning("bundle upload interrupted: the client went away; nothing changed")
+            return error(BadRequest("upload interrupted"), 400)
+        except OSError as exc:  # e.g. the disk is full
+            log.error("cannot store an uploaded bundle: %s", exc)
+            return error(RuntimeFailure(f"cannot store the bundle on this device: {exc}"), 507)
+        try:
+            manifest = await run_in_threadpool(router.activate, path)
+        except BaseException:
+            path.unlink(missing_ok=True)  # refused: the serving bundle stays, the upload goes
+            raise
+        return JSONResponse({"bundle_version": manifest["bundle_version"],
+                             "bundle_digest": manifest["manifest_sha256"][:12],
+                             "tasks": [t["name"] for t in manifest["tasks"]]})
+
+    async def rollback(request):
+        manifest = await run_in_threadpool(router.rollback)
+        return JSONResponse({"bundle_version": manifest["bundle_version"],
+                             "bundle_digest": manifest["manifest_sha256"][:12],
+                             "tasks": [t["name"] for t in manifest["tasks"]]})
+
     async def activate(request):
         try:
             payload = (await request.json()) or {}
@@ -194,6 +231,8 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         Route("/v2/repository/models/{model}/load", admin(repo_load), methods=["POST"]),
         Route("/v2/repository/models/{model}/unload", admin(repo_unload), methods=["POST"]),
         Route("/v2/admin/activate", admin(activate), methods=["POST"]),
+        Route("/v2/admin/bundle", admin(upload), methods=["PUT"]),
+        Route("/v2/admin/rollback", admin(rollback), methods=["POST"]),
     ]
     return Starlette(routes=routes)
 
@@ -203,8 +242,8 @@ class _TooLarge(Exception):
 
 
 def serve(router: Router, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_body_bytes: int = MAX_BODY) -> None:
+          max_body_bytes: int = MAX_BODY, max_bundle_bytes: int | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(router, token, max_body_bytes), host=host, port=port, log_level="warning",
-                access_log=False)
+    uvicorn.run(create_app(router, token, max_body_bytes, max_bundle_bytes), host=host, port=port,
+                log_level="warning", access_log=False)

@@ -6,6 +6,8 @@ finish on the version they started with)."""
 from __future__ import annotations
 
 import logging
+import secrets
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -40,6 +42,8 @@ class _Version:
     manifest: dict
     by_key: dict[str, dict]  # "3", "task_03" -> task entry
     options: dict = field(default_factory=dict)  # backend options its sessions open with
+    source: Path | None = None  # the bundle as given (directory or .tar)
+    unpacked: Path | None = None  # where a .tar was unpacked for it
     sessions: OrderedDict[int, Session] = field(default_factory=OrderedDict)  # LRU: oldest first
 
     @property
@@ -76,9 +80,13 @@ class Router:
     def __init__(self, bundle: str | Path, backend: str = "auto", memory_budget_bytes: int | None = None,
                  max_batch: int = MAX_REQUEST_BATCH, backend_options: dict | None = None,
                  workdir: str | Path | None = None, engine_spec: EngineSpec | None = None,
-                 cache_dir: str | Path | None = None, trusted_keys: dict | None = None) -> None:
+                 cache_dir: str | Path | None = None, trusted_keys: dict | None = None,
+                 store: str | Path | None = None, keep: int = 3) -> None:
         self.backend, self.budget, self.max_batch = backend, memory_budget_bytes, max_batch
         self.trusted_keys = trusted_keys  # with keys: only bundles signed by one of them, at start and activation
+        self.store = Path(store) if store else None  # where over-the-air uploads are kept (``runtime.ota``)
+        self.keep = max(1, keep)
+        self.history: list[_Version] = []
         self.engine_spec = engine_spec or EngineSpec()
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.backend_options = backend_options or {}
@@ -99,26 +107,66 @@ class Router:
     def _prepare(self, bundle: str | Path) -> _Version:
         options = self._options(bundle)
         path = Path(bundle)
+        unpacked = None
         if path.is_file():  # a .tar: unpacked (safely) next to the others, never over an existing directory
             base = self.workdir or path.parent
-            path = unpack_bundle(path, base / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{id(self) % 10**6}")
-        manifest = verify_bundle(path, self.trusted_keys)
-        version = _Version(path, manifest, _index(manifest), options)
-        for task in manifest["tasks"]:  # every task must run before the version may serve
-            open_session(self.backend, path, task, **options).close()
+            unpacked = path = unpack_bundle(path, base / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-"
+                                                         f"{secrets.token_hex(3)}")
+        try:
+            manifest = verify_bundle(path, self.trusted_keys)
+            version = _Version(path, manifest, _index(manifest), options, source=Path(bundle),
+                               unpacked=unpacked)
+            for task in manifest["tasks"]:  # every task must run before the version may serve
+                open_session(self.backend, path, task, **options).close()
+        except BaseException:
+            if unpacked is not None:  # a refused .tar leaves nothing behind
+                shutil.rmtree(unpacked, ignore_errors=True)
+            raise
         return version
 
-    def activate(self, bundle: str | Path) -> dict:
+    def activate(self, bundle: str | Path, _record: bool = True) -> dict:
         """Verify + self-test ``bundle``, then make it the active version in one step. On any failure the current
-        version keeps serving and the error says why."""
+        version keeps serving and the error says why. The last ``keep`` versions are kept for ``rollback``."""
         new = self._prepare(bundle)
         with self._lock:
             old, self._active = self._active, new
             for tid in [t["id"] for t in new.manifest["tasks"]]:
                 self.stats.setdefault(tid, TaskStats())
+            if _record:
+                self.history.append(new)
+                dropped, self.history[:] = self.history[:-self.keep], self.history[-self.keep:]
+            else:
+                dropped = []
+        for v in dropped:
+            self._discard(v)
         if old is not None:  # sessions of the old version go when the requests holding them finish
-            log.info("bundle version %s active (was %s)", new.bundle_version, old.bundle_version)
+            log.info("bundle version %s (%s) active (was %s, %s)", new.bundle_version, new.digest,
+                     old.bundle_version, old.digest)
         return new.manifest
+
+    def rollback(self) -> dict:
+        """Make the previous kept version active again (verified and self-tested anew); the current one is
+        forgotten."""
+        with self._lock:
+            if len(self.history) < 2:
+                raise BadRequest("no earlier bundle is kept to roll back to")
+            current, previous = self.history[-1], self.history[-2]
+        manifest = self.activate(previous.source, _record=False)
+        with self._lock:
+            self.history.remove(current)
+            self.history[-1] = self._active
+        self._discard(current)
+        self._discard(previous)  # its fresh copy serves now
+        return manifest
+
+    def _discard(self, v: _Version) -> None:
+        """Files of a version no longer kept: its unpack directory, and its .tar when it was uploaded (inside the
+        upload store); bundles given by a person are never deleted."""
+        if v.unpacked is not None and all(h.unpacked != v.unpacked for h in self.history):
+            shutil.rmtree(v.unpacked, ignore_errors=True)
+        if self.store is not None and v.source is not None and v.source.parent == self.store and \
+                all(h.source != v.source for h in self.history):
+            v.source.unlink(missing_ok=True)
 
     @property
     def version(self) -> _Version:

@@ -1,0 +1,201 @@
+"""Over-the-air updates (issue 13): PUT /v2/admin/bundle, rollback, pcl-edge push; whatever goes wrong, the
+serving bundle stays and no half-written file stays behind."""
+
+import asyncio
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from pcl_edge.runtime import Router
+from tests.test_runtime import bundles  # noqa: F401  (module fixture)
+
+pytest.importorskip("uvicorn", reason="the service needs the 'serve' extra")
+TOKEN = "ota-token-0123456789abcdef"
+X = np.zeros((1, 1, 8, 8), np.float32)
+
+
+@pytest.fixture
+def device(bundles, tmp_path):  # noqa: F811
+    """A device serving v0, with an upload store; yields (url, router, store)."""
+    import uvicorn
+
+    from pcl_edge.runtime.http import create_app
+
+    shutil.copytree(bundles / "v0", tmp_path / "v0")
+    store = tmp_path / "store"
+    router = Router(tmp_path / "v0", backend="ort", store=store, keep=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(router, TOKEN, max_bundle_bytes=4 << 20), host="127.0.0.1",
+                                        port=port, log_level="error", access_log=False))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", router, store
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def put(url, data, token=TOKEN):
+    req = urllib.request.Request(url + "/v2/admin/bundle", data=data, method="PUT",
+                                 headers={"authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def leftovers(store):
+    return sorted(p.name for p in store.iterdir()) if store.exists() else []
+
+
+@pytest.fixture(scope="module")
+def v1_tar(bundles, tmp_path_factory):  # noqa: F811
+    from pcl_edge.bundle import pack_bundle
+
+    out = tmp_path_factory.mktemp("ota") / "v1.tar"
+    pack_bundle(bundles / "v1", out)
+    return out
+
+
+def test_an_uploaded_bundle_is_verified_self_tested_and_activated_then_rolled_back(device, v1_tar):
+    url, router, store = device
+    before = router.version.digest
+    status, answer = put(url, v1_tar.read_bytes())
+    assert status == 200 and len(answer["tasks"]) == 5 and answer["bundle_digest"] == router.version.digest != before
+    assert router.infer(5, X).logits.shape == (1, 2)  # task 5 exists only in the new bundle
+    assert not [n for n in leftovers(store) if n.startswith(".upload")]
+    req = urllib.request.Request(url + "/v2/admin/rollback", data=b"", method="POST",
+                                 headers={"authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert json.loads(r.read())["bundle_digest"] == before == router.version.digest
+    assert leftovers(store) == []  # the rolled-back upload and its unpacked copy are gone
+
+
+@pytest.mark.parametrize("body,token,status,match", [
+    (b"not a tar at all", TOKEN, 400, "not a readable tar"),
+    (b"", "wrong-token", 401, "bearer token"),
+], ids=["garbage", "wrong-token"])
+def test_bad_uploads_change_nothing(device, body, token, status, match):
+    url, router, store = device
+    before = router.version.digest
+    code, answer = put(url, body, token)
+    assert code == status and match in answer["error"]
+    assert router.version.digest == before and leftovers(store) == []
+    assert router.infer(1, X).logits.shape == (1, 2)
+
+
+def test_an_oversized_upload_is_refused_from_its_declared_length(device):
+    url, router, store = device
+    before = router.version.digest
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(f"PUT /v2/admin/bundle HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  f"Content-Length: {5 << 20}\r\n\r\n".encode())
+        answer = b""
+        while b"}" not in answer:  # headers, then the JSON body
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    answer = answer.decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413") and "cap" in answer
+    assert router.version.digest == before and leftovers(store) == []
+
+
+def test_a_disconnect_mid_upload_leaves_no_partial_file(device, v1_tar):
+    url, router, store = device
+    before = router.version.digest
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(f"PUT /v2/admin/bundle HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  f"Content-Length: {3 << 20}\r\n\r\n".encode() + v1_tar.read_bytes()[:50_000])
+        time.sleep(0.3)
+    deadline = time.time() + 10
+    while leftovers(store) and time.time() < deadline:
+        time.sleep(0.1)
+    assert leftovers(store) == [] and router.version.digest == before
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing(device, v1_tar, monkeypatch):
+    from pcl_edge.runtime import ota
+
+    url, router, store = device
+    before = router.version.digest
+
+    class FullDisk:
+        def __init__(self, path, mode):
+            self.fh = open(path, mode)  # noqa: SIM115
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ota, "_open", FullDisk)
+    code, answer = put(url, v1_tar.read_bytes())
+    assert code == 507 and "No space left" in answer["error"]
+    assert leftovers(store) == [] and router.version.digest == before
+
+
+def test_the_streamed_cap_holds_without_a_declared_length(tmp_path):
+    from pcl_edge.runtime.ota import UploadTooLarge, receive_bundle
+
+    async def chunks():
+        for _ in range(10):
+            yield b"x" * 1000
+
+    with pytest.raises(UploadTooLarge):
+        asyncio.run(receive_bundle(chunks(), tmp_path / "store", max_bytes=5000))
+    assert leftovers(tmp_path / "store") == []
+
+
+def test_a_device_with_trusted_keys_refuses_an_unsigned_upload(bundles, tmp_path, v1_tar):  # noqa: F811
+    pytest.importorskip("cryptography")
+    import uvicorn
+
+    from pcl_edge.bundle.signing import keygen, load_trusted_keys, sign_bundle
+    from pcl_edge.runtime.http import create_app
+
+    key, pub = keygen(tmp_path / "k")
+    shutil.copytree(bundles / "v0", tmp_path / "v0")
+    sign_bundle(tmp_path / "v0", key)
+    router = Router(tmp_path / "v0", backend="ort", store=tmp_path / "store", trusted_keys=load_trusted_keys(pub))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(router, TOKEN), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        code, answer = put(url, v1_tar.read_bytes())
+        assert code == 400 and "not signed" in answer["error"] and leftovers(tmp_path / "store") == []
+        signed = tmp_path / "signed.tar"
+        shutil.copy(v1_tar, signed)
+        sign_bundle(signed, key)
+        from pcl_edge.cli import main
+
+        (tmp_path / "token").write_text(TOKEN)
+        assert main(["-q", "push", str(signed), "--url", url, "--token-file", str(tmp_path / "token")]) == 0
+        assert len(router.tasks()) == 5
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
