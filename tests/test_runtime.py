@@ -281,3 +281,13 @@ def test_bundle_package_imports_nothing_upward():
         for path in (root / side).rglob("*.py"):
             assert "export" not in {n.module for n in ast.walk(ast.parse(path.read_text()))
                                     if isinstance(n, ast.ImportFrom) and n.module}, f"{path} imports export"
+
+
+def test_a_triton_repository_from_a_tar_bundle(bundles, tmp_path):
+    from pcl_edge.export import bundle_to_triton
+
+    export_bundle(bundles / "run", tmp_path / "b.tar")
+    names = bundle_to_triton(tmp_path / "b.tar", tmp_path / "triton")
+    assert names == [f"task_{i:02d}" for i in range(1, 6)]
+    assert (tmp_path / "triton" / "task_03" / "1" / "model.onnx").read_bytes() == \
+        (bundles / "v1" / "models" / "task_03.onnx").read_bytes()
