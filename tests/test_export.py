@@ -190,6 +190,11 @@ def test_triton_repository_matches_the_onnx_graphs(run_dir, tmp_path):
             v = values[0]
             dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
             assert pname == v.name and ptype == "TYPE_FP32" and pdims == dims[1:] and dims[0] == 0
+    manifest = json.loads((tmp_path / "repo" / "pcl_edge_manifest.json").read_text())
+    for task in manifest["tasks"]:  # what a Triton user needs to normalise inputs travels with the repository
+        text = (tmp_path / "repo" / task["name"] / "config.pbtxt").read_text()
+        assert f"key: \"input_mean\"\n  value: {{ string_value: '{json.dumps(task['input']['mean'])}' }}" in text
+        assert "input_std" in text
 
 
 def test_bundle_verification_needs_no_torch(bundle):

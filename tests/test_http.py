@@ -199,3 +199,25 @@ def test_pcl_edge_serve_runs_without_torch(bundles, tmp_path):  # noqa: F811
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_unknown_input_and_output_names_are_400_with_the_names_that_exist(server):
+    url, _ = server
+    bad_in, h = jbody({"inputs": [{"name": "foo", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]})
+    code, _, raw = call(url, "/v2/models/1/infer", bad_in, h)
+    assert code == 400 and "unknown input 'foo'" in json.loads(raw)["error"] and "'input'" in json.loads(raw)["error"]
+    bad_out, h = jbody({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}],
+                        "outputs": [{"name": "probs"}]})
+    code, _, raw = call(url, "/v2/models/1/infer", bad_out, h)
+    assert code == 400 and "probs" in json.loads(raw)["error"] and "logits" in json.loads(raw)["error"]
+
+
+def test_every_error_body_is_json_and_the_model_config_answers_as_triton_does(server):
+    url, _ = server
+    for path, method, status in (("/v2/nothing/here", "GET", 404), ("/v2/models/1/infer", "GET", 405)):
+        code, headers, raw = call(url, path, method=method)
+        assert code == status and "error" in json.loads(raw)
+    code, _, raw = call(url, "/v2/models/task_02/config")
+    cfg = json.loads(raw)
+    assert code == 200 and cfg["name"] == "task_02" and cfg["input"][0]["dims"] == [1, 8, 8]
+    assert cfg["output"][0]["dims"] == [2] and json.loads(cfg["parameters"]["input_mean"]["string_value"])

@@ -7,6 +7,7 @@ checks. Admin calls (repository load/unload, bundle activation) need a bearer to
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 
@@ -100,6 +101,22 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
     async def model_meta(request):
         return JSONResponse(task_meta(router.resolve(request.path_params["model"])))
 
+    async def model_config(request):
+        """The model configuration as Triton answers ``GET /v2/models/{name}/config`` (its JSON form)."""
+        task = router.resolve(request.path_params["model"])
+        c, h, w = task["input"]["shape"]
+        return JSONResponse({
+            "name": task["name"], "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+            "max_batch_size": router.max_batch,
+            "input": [{"name": task["input"]["name"], "data_type": "TYPE_FP32", "format": "FORMAT_NCHW",
+                       "dims": [c, h, w]}],
+            "output": [{"name": task["output"]["name"], "data_type": "TYPE_FP32",
+                        "dims": list(task["output"]["shape"]), "label_filename": ""}],
+            "parameters": {"class_names": {"string_value": json.dumps(task["class_names"])},
+                           "input_mean": {"string_value": json.dumps(task["input"]["mean"])},
+                           "input_std": {"string_value": json.dumps(task["input"]["std"])},
+                           "bundle_digest": {"string_value": router.version.digest}}})
+
     async def model_ready(request):
         router.resolve(request.path_params["model"])
         return JSONResponse({"ready": True})
@@ -114,6 +131,10 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         req, arrays = decode_request(body, request.headers.get(HEADER))
         if len(arrays) != 1:
             raise BadRequest(f"{model} takes one input, got {len(arrays)}")
+        want = router.resolve(model)["input"]["name"]
+        name = req["inputs"][0].get("name")
+        if name != want:
+            raise BadRequest(f"unknown input {name!r}; {model} has one input, {want!r}")
         x = arrays[0]
         params = req.get("parameters") or {}
         top_k = params.get("top_k", 0)
@@ -225,6 +246,7 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_meta),
         Route("/v2/models/stats", guarded(model_stats)),
         Route("/v2/models/{model}", guarded(model_meta)), Route("/v2/models/{model}/ready", guarded(model_ready)),
+        Route("/v2/models/{model}/config", guarded(model_config)),
         Route("/v2/models/{model}/infer", guarded(infer), methods=["POST"]),
         Route("/v2/models/{model}/stats", guarded(model_stats)), Route("/metrics", metrics),
         Route("/v2/repository/index", admin(repo_index), methods=["POST"]),
@@ -234,7 +256,13 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         Route("/v2/admin/bundle", admin(upload), methods=["PUT"]),
         Route("/v2/admin/rollback", admin(rollback), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    async def http_error(request, exc):  # 404 / 405 and the like: the protocol's JSON body, never plain text
+        return JSONResponse({"error": exc.detail if isinstance(exc.detail, str) else str(exc.detail)},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    from starlette.exceptions import HTTPException
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
 
 class _TooLarge(Exception):

@@ -71,6 +71,9 @@ def encode_response(model: str, version: str, req: dict, outputs: dict[str, np.n
     """Response body and headers; binary when the request asked for it (``binary_data`` on an output, or
     ``binary_data_output`` in the request parameters)."""
     wanted = {o.get("name"): (o.get("parameters") or {}) for o in req.get("outputs") or [] if isinstance(o, dict)}
+    unknown = sorted(str(n) for n in wanted if n not in outputs)
+    if unknown:
+        raise BadRequest(f"unknown requested output(s) {unknown}; {model} has {sorted(outputs)}")
     binary_all = bool((req.get("parameters") or {}).get("binary_data_output"))
     head_outputs, blobs = [], []
     for name, arr in outputs.items():
