@@ -149,9 +149,9 @@ def _export_parser(sub) -> None:
                        description="Export every archived expert of RUN_DIR to ONNX (opset 17, BatchNorm folded, "
                        "dynamic batch), verify it against PyTorch with onnxruntime, and write a bundle: a directory "
                        "with manifest.json + models/, or a .tar when --out ends in .tar.\n\nexamples:\n"
-                       "  pcl-edge export runs/digits --out bundles/v1\n"
-                       "  pcl-edge export runs/digits --out bundles/v2 --base bundles/v1   (only the new tasks)\n"
-                       "  pcl-edge export runs/digits --out triton_repo --format triton",
+                       "  pcl-edge export runs/latest --out bundles/v1\n"
+                       "  pcl-edge export runs/latest --out bundles/v2 --base bundles/v1   (only the new tasks)\n"
+                       "  pcl-edge export runs/latest --out triton_repo --format triton",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", required=True, help="new bundle directory, BUNDLE.tar, or Triton repository")

@@ -134,6 +134,8 @@ def test_kill_9_then_resume_gives_the_same_experts(reference, tmp_path, kill_aft
            "--out", str(out)]
     kill_9_then_resume(cmd, out, kill_after, 2)
     assert_same_experts(expert_states(ref_out), expert_states(out))
+    for d in sorted((ref_out / "experts").glob("task_*")):  # byte-identical files, not only equal weights
+        assert (d / "model.pt").read_bytes() == (out / "experts" / d.name / "model.pt").read_bytes()
 
 
 def kill_9_then_resume(cmd: list[str], out, event: str, count: int) -> None:
@@ -157,12 +159,28 @@ def kill_9_then_resume(cmd: list[str], out, event: str, count: int) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_resume_of_a_finished_run_changes_nothing(reference):
+def test_resume_of_a_finished_run_changes_nothing(reference, caplog):
     out, s, _ = reference
-    before = {p: p.stat().st_mtime_ns for p in (out / "experts").rglob("*")}
-    again = evolve(resume=out, progress=False)
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in out.rglob("*") if p.is_file()}
+    with caplog.at_level("INFO", logger="pcl_edge"):
+        again = evolve(resume=out, progress=False)
     assert again["accuracy_matrix"] == s["accuracy_matrix"]
-    assert {p: p.stat().st_mtime_ns for p in (out / "experts").rglob("*")} == before
+    assert any("is complete" in r.getMessage() and "nothing to resume" in r.getMessage() for r in caplog.records)
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_run_directory_mistakes_get_one_clear_line(tmp_path, monkeypatch, capsys):
+    from pcl_edge.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    assert main(["-q", "evolve", "--preset", "tiny", "--tasks", "2x2", "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["-q", "export", str(tmp_path / "nope"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no run at" in err and "--resume" not in err
+    monkeypatch.chdir(tmp_path)  # a run without --out: runs/latest names it
+    evolve(tiny(tasks="2x2", generations=0), progress=False)
+    assert (tmp_path / "runs" / "latest" / "summary.json").is_file()
 
 
 @pytest.mark.parametrize("strategy", ["fixed", "finetune", "joint", "pcl-scratch"])

@@ -26,6 +26,18 @@ def default_out(cfg: EvolveConfig) -> Path:
     return Path("runs") / f"{cfg.strategy}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _link_latest(path: Path) -> None:
+    """``runs/latest`` -> the newest run started without ``--out``, so documented commands can name it."""
+    link = path.parent / "latest"
+    tmp = path.parent / f".latest-{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(path.name)
+        os.replace(tmp, link)
+    except OSError as exc:  # e.g. a filesystem without symlinks: the run itself is unaffected
+        log.debug("could not point %s at %s: %s", link, path, exc)
+
+
 def evolve(cfg: EvolveConfig | None = None, out: str | os.PathLike | None = None,
            resume: str | os.PathLike | None = None, executor: str = "local", progress: bool = True,
            on_task_end: Callable | None = None, executor_options: dict | None = None) -> dict:
@@ -37,6 +49,11 @@ def evolve(cfg: EvolveConfig | None = None, out: str | os.PathLike | None = None
         run, stored = RunDir.open(resume)
         if cfg is not None and cfg != stored:
             raise RunDirError(f"{resume} was made with a different configuration; resume it without overrides")
+        done = run.summary()
+        if done is not None:  # a finished run: say so and change nothing
+            log.info("%s is complete (%d tasks, ACC %.4f): nothing to resume", run.path, len(done.get("tasks", [])),
+                     done.get("acc", float("nan")))
+            return done
         cfg = stored
         run.clean_partial()
     cfg = (cfg or EvolveConfig()).validate()
@@ -47,6 +64,8 @@ def evolve(cfg: EvolveConfig | None = None, out: str | os.PathLike | None = None
     check_latency_budget(cfg, stream)
     if resume is None:
         run = RunDir.create(out or default_out(cfg), cfg)
+        if out is None:
+            _link_latest(run.path)
         run.event("start", strategy=cfg.strategy, data=cfg.data, test_split=stream.test_split)
     log.info("run directory %s; %d tasks from %s; test split: %s", run.path, len(stream), stream.name,
              stream.test_split)

@@ -29,6 +29,9 @@ class RunDirError(ValueError):
     """A directory that is not (or not this) run."""
 
 
+MODEL_KEYS = ("in_channels", "num_classes", "classes", "class_names", "input_spec")
+
+
 class RunDir:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -37,6 +40,8 @@ class RunDir:
     @classmethod
     def create(cls, path: str | os.PathLike, cfg: EvolveConfig) -> RunDir:
         rd = cls(path)
+        if rd.path.exists() and not rd.path.is_dir():
+            raise RunDirError(f"{rd.path} is a file; --out needs a directory (new or empty)")
         if rd.path.exists() and any(rd.path.iterdir()):
             hint = " (it holds a run: pass --resume to continue it)" if (rd.path / "config.json").exists() else ""
             raise RunDirError(f"{rd.path} exists and is not empty{hint}; choose a new --out")
@@ -48,7 +53,8 @@ class RunDir:
     def open(cls, path: str | os.PathLike) -> tuple[RunDir, EvolveConfig]:
         rd = cls(path)
         if not rd.path.is_dir():
-            raise RunDirError(f"{rd.path} does not exist; nothing to resume")
+            raise RunDirError(f"no run at {rd.path}: it does not exist (runs are written under runs/; runs/latest is "
+                              "the newest one started without --out)")
         if not (rd.path / "config.json").is_file():
             raise RunDirError(f"{rd.path} is not a pcl-edge run directory (no config.json)")
         try:
@@ -73,6 +79,11 @@ class RunDir:
         for i, row in enumerate(R):
             lines.append(f"task_{i + 1:02d}," + ",".join("" if np.isnan(v) else f"{v:.6f}" for v in row))
         write_text(self.path / "accuracy_matrix.csv", "\n".join(lines) + "\n")
+
+    def summary(self) -> dict | None:
+        """The finished run's summary, or None while it is unfinished."""
+        p = self.path / "summary.json"
+        return read_json(p) if p.is_file() else None
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.path / "summary.json", summary)
@@ -116,7 +127,10 @@ class RunDir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         try:
             (tmp / "genome.txt").write_text(genome + "\n")
-            torch.save({"genome": genome, "state_dict": state_dict, **meta}, tmp / "model.pt")
+            # model.pt holds only what the same seed reproduces (weights and the task's identity), so a resumed run
+            # writes byte-identical files; timings and scores live in metrics.json
+            stable = {k: meta[k] for k in MODEL_KEYS if k in meta}
+            torch.save({"genome": genome, "state_dict": state_dict, **stable}, tmp / "model.pt")
             meta_out = {"task_id": task_id, "genome": genome, "model_sha256": sha256_file(tmp / "model.pt"),
                         **{k: v for k, v in meta.items() if k != "input_spec"}, "input_spec": meta.get("input_spec")}
             (tmp / "metrics.json").write_text(json.dumps(meta_out, indent=2) + "\n")
