@@ -43,16 +43,28 @@ def accuracy_heatmap(summary: dict, path: Path) -> str:
     plt = _plt()
     R = np.array([[np.nan if v is None else v for v in row] for row in summary["accuracy_matrix"]], float)
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(R), 1.0 + 0.7 * len(R)))
-    im = ax.imshow(R, vmin=0.5, vmax=1.0, cmap="viridis")
+    lo = float(np.nanmin(R)) if np.isfinite(R).any() else 0.0  # the scale spans the values: 0.014 is not 0.5
+    vmin, vmax = min(lo, 0.5), 1.0
+    im = ax.imshow(R, vmin=vmin, vmax=vmax, cmap="viridis")
     for (i, j), v in np.ndenumerate(R):
         if not np.isnan(v):
-            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color="white" if v < 0.8 else "black")
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8,
+                    color="white" if v < vmin + 0.6 * (vmax - vmin) else "black")
     ax.set(xticks=range(len(R)), yticks=range(len(R)), xlabel="evaluated on task", ylabel="after learning task",
            xticklabels=[str(i + 1) for i in range(len(R))], yticklabels=[str(i + 1) for i in range(len(R))],
            title=f"test accuracy R[i, j]  (ACC {summary['acc']:.4f}, BWT {summary['bwt']})")
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def expert_row(task: dict, rows: list[dict]) -> dict | None:
+    """The candidate the expert was selected from: by its uid (``selected_from``); a later candidate with the same
+    genome is another individual. Runs that did not record the uid fall back to the first same-genome candidate."""
+    uid = task.get("selected_from")
+    if uid:
+        return next((r for r in rows if r.get("uid") == uid), None)
+    return next((r for r in rows if r["genome"] == task["genome"]), None)
 
 
 def candidates_plot(task: dict, rows: list[dict], path: Path, budget_ms: float | None = None) -> str:
@@ -69,9 +81,9 @@ def candidates_plot(task: dict, rows: list[dict], path: Path, budget_ms: float |
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.scatter(xs[~front], ys[~front], s=14, c="0.65", label="evaluated")
     ax.plot(xs[front][order], ys[front][order], "o-", ms=4, c="C3", lw=1, label="Pareto front")
-    chosen = [r for r in rows if r["genome"] == task["genome"]]
-    if chosen:
-        ax.scatter([float(chosen[-1][x_key])], [float(chosen[-1]["val_acc"])], s=160, facecolors="none",
+    chosen = expert_row(task, rows)
+    if chosen is not None:
+        ax.scatter([float(chosen[x_key])], [float(chosen["val_acc"])], s=160, facecolors="none",
                    edgecolors="k", linewidths=1.5, label="expert (before final training)")
     if budget_ms is not None and x_key == "latency_ms":
         ax.axvline(budget_ms, ls="--", c="C0", lw=1, label=f"latency budget {budget_ms:g} ms")
@@ -221,7 +233,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, profile: st
         if rows:
             x = "predicted latency" if rows[0].get("latency_ms") is not None else "parameters"
             images.append((f"Task {task['id']}: validation accuracy vs {x} of every candidate, Pareto front joined",
-                           candidates_plot(task, rows, folder / f"candidates_task_{task['id']:02d}.png",
+                           candidates_plot(task | {"selected_from": (meta or {}).get("selected_from")}, rows,
+                                           folder / f"candidates_task_{task['id']:02d}.png",
                                            budget if profile is None else None)))
     measured: dict[int, float] = {}
     if measure:

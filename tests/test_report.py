@@ -66,3 +66,13 @@ def test_report_reads_candidates_from_the_event_log_without_pareto_csvs(tmp_path
     from_events = task_candidates(tmp_path / "run", 1)
     assert sorted(r["genome"] for r in from_csv) == sorted(r["genome"] for r in from_events)
     assert len(from_events) > 4
+
+
+def test_the_expert_is_circled_by_uid_not_by_genome():
+    from pcl_edge.report import expert_row
+
+    rows = [{"uid": "t2-g0-i0", "genome": "g", "val_acc": "1.0"},
+            {"uid": "t2-g1-c3", "genome": "g", "val_acc": "0.977"}]
+    assert expert_row({"genome": "g", "selected_from": "t2-g0-i0"}, rows)["val_acc"] == "1.0"
+    assert expert_row({"genome": "g", "selected_from": "t2-g1-c3"}, rows)["val_acc"] == "0.977"
+    assert expert_row({"genome": "g"}, rows)["uid"] == "t2-g0-i0"  # older runs: the first, not the last
