@@ -13,7 +13,7 @@ log = logging.getLogger("pcl_edge")
 
 _EVOLVE_HELP = """\
 Learn a task stream continually. With no arguments: PCL on Split Digits (scikit-learn's digits, 5 tasks of 2
-classes), preset cpu, written to runs/<strategy>-<data>-<time>/.
+classes), preset cpu, written to runs/<strategy>-<data>-<time>/ (runs/latest points at it).
 
 examples:
   pcl-edge evolve
@@ -24,14 +24,18 @@ examples:
 
 
 def _evolve_parser(sub) -> None:
-    p = sub.add_parser("evolve", help="learn a task stream (PCL or a baseline)", description=_EVOLVE_HELP,
+    from .evolve.config import describe_presets
+
+    p = sub.add_parser("evolve", help="learn a task stream (PCL or a baseline)",
+                       description=_EVOLVE_HELP + "\npresets (what --preset sets):\n" + describe_presets() + "\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="digits (default) | imagefolder:PATH (dir or .tar[.xz]) | cifar10:PATH | "
                                   "cifar100:PATH | mnist:PATH")
     p.add_argument("--tasks", help="NxK (N tasks of K consecutive classes) or explicit lists 'a,b/c,d' "
                                    "(indices or class names); default 5 equal tasks")
     p.add_argument("--strategy", help="pcl (default) | pcl-scratch | fixed | finetune | joint")
-    p.add_argument("--preset", help="tiny | cpu (default) | gpu: budgets; explicit options override them")
+    p.add_argument("--preset", help="tiny | cpu (default) | gpu: budgets (listed above); explicit options "
+                   "override them")
     p.add_argument("--population", type=int, help="population size N")
     p.add_argument("--generations", type=int, help="generations G per task")
     p.add_argument("--children", type=int, help="children per generation (lambda; default N)")
@@ -63,7 +67,8 @@ def _evolve_parser(sub) -> None:
                         "Ray tasks; same results either way")
     p.add_argument("--ray-address", help="an existing Ray cluster (auto | HOST:PORT); default: start a local one")
     p.add_argument("--cpus-per-trial", type=float, default=1,
-                   help="Ray: CPUs reserved per candidate (its torch threads come from the recipe: --threads)")
+                   help="Ray: CPUs reserved per candidate (its torch threads come from the recipe: --threads; "
+                        "default 1)")
     p.add_argument("--gpus-per-trial", type=float, default=0, help="Ray: GPUs per candidate (fractions allowed)")
 
 
@@ -156,7 +161,8 @@ def _export_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", required=True, help="new bundle directory, BUNDLE.tar, or Triton repository")
     p.add_argument("--base", help="previous bundle: keep its tasks byte-identical, export only newer ones")
-    p.add_argument("--format", default="bundle", choices=["bundle", "triton"])
+    p.add_argument("--format", default="bundle", choices=["bundle", "triton"],
+                   help="a bundle (directory or .tar) or a Triton model repository (default bundle)")
     p.add_argument("--sign-key", metavar="KEY", help="sign the bundle with this ed25519 key (pcl-edge keygen)")
     p.add_argument("--calib-samples", type=int, default=0,
                    help="opt-in: store N validation images per task for INT8 calibration on the device (default 0: "
@@ -279,7 +285,8 @@ def _profile_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled networks (default 0)")
     p.add_argument("--precision", default="fp16", help="tensorrt / trtexec backends: fp32 | fp16 (default fp16)")
     p.add_argument("--jetson-clocks", default="unknown", choices=["on", "off", "unknown"],
-                   help="recorded in the profile's power_mode (deploy/profile_jetson.sh sets and passes it)")
+                   help="recorded in the profile's power_mode (deploy/profile_jetson.sh sets and passes it; "
+                        "default unknown)")
 
 
 def _backend_of(profile) -> str:
@@ -377,8 +384,9 @@ def _serve_parser(sub) -> None:
                        "POST /v2/models/task_03/infer with JSON or binary tensors; GET /v2/health/ready, /metrics.")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort"])
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort"],
+                   help="TensorRT engines, onnxruntime, or the first that passes a self-test (default auto)")
     p.add_argument("--memory-budget", type=float, metavar="MB", help="LRU budget for loaded models")
     p.add_argument("--token-file", help="file holding the bearer token that admin calls need")
     p.add_argument("--trusted-key", metavar="PUB_OR_DIR", help="serve only bundles signed by this public key (or "
@@ -390,7 +398,7 @@ def _serve_parser(sub) -> None:
     p.add_argument("--keep", type=int, default=3, help="bundles kept for POST /v2/admin/rollback (default 3)")
     p.add_argument("--serial", metavar="PORT", help="also answer framed requests on this serial port "
                                                     "(e.g. /dev/ttyTHS1; protocol in deploy/README.md)")
-    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
     _engine_args(p)
     p.add_argument("--cache-dir", help="tensorrt: where engines live (default: BUNDLE.engines next to the bundle)")
 
@@ -438,7 +446,7 @@ def _report_parser(sub) -> None:
                                      "(default: the run's --target, if it had one)")
     p.add_argument("--measure", metavar="BACKEND", help="time each expert here with a profiling backend "
                                                          "(ort-cpu | ort-cuda | ort-trt | tensorrt | trtexec)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads for --measure")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for --measure (default 1)")
 
 
 def cmd_report(args) -> int:

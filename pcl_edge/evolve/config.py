@@ -186,3 +186,20 @@ def preset_config(preset: str, data: str = "digits", **overrides) -> EvolveConfi
     values |= {k: replace(v, augment=augment) for k, v in values.items() if isinstance(v, TrainConfig)}
     values |= {k: v for k, v in overrides.items() if v is not None}
     return EvolveConfig(data=data, preset=preset, **values)
+
+
+def describe_presets() -> str:
+    """What each preset sets, for ``evolve --help`` (digits; natural images where they differ)."""
+    def line(cfg: EvolveConfig) -> str:
+        rungs = f", rungs {'+'.join(map(str, cfg.rungs))} eta {cfg.eta}, screen x{cfg.screen}" if cfg.rungs else ""
+        return (f"population {cfg.population}, {cfg.generations} generations{rungs}, proxy {cfg.proxy.steps} steps "
+                f"(batch {cfg.proxy.batch_size}), expert {cfg.final.steps} steps (batch {cfg.final.batch_size}), "
+                f"depth <= {cfg.max_depth}, params <= {cfg.max_params:,}")
+
+    out = []
+    for name in PRESETS:
+        out.append(f"  {name}: {line(preset_config(name, 'digits'))}")
+        images = preset_config(name, "imagefolder:x")
+        if line(images) != line(preset_config(name, "digits")):
+            out.append(f"  {' ' * len(name)}  natural images: {line(images)}")
+    return "\n".join(out)
