@@ -24,10 +24,14 @@ examples:
 
 
 def _evolve_parser(sub) -> None:
-    from .evolve.config import describe_presets
+    try:  # the training side needs torch; the device's CLI (serve, bundle, profile) must not import it
+        from .evolve.config import describe_presets
 
+        presets = describe_presets()
+    except ImportError:
+        presets = "  (install the 'train' extra: pip install 'pcl-edge[train]')"
     p = sub.add_parser("evolve", help="learn a task stream (PCL or a baseline)",
-                       description=_EVOLVE_HELP + "\npresets (what --preset sets):\n" + describe_presets() + "\n",
+                       description=_EVOLVE_HELP + "\npresets (what --preset sets):\n" + presets + "\n",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="digits (default) | imagefolder:PATH (dir or .tar[.xz]) | cifar10:PATH | "
                                   "cifar100:PATH | mnist:PATH")
@@ -406,6 +410,9 @@ def _serve_parser(sub) -> None:
 def cmd_serve(args) -> int:
     from pathlib import Path
 
+    import starlette  # noqa: F401  (the service's own dependencies, checked before any work: one line if absent)
+    import uvicorn  # noqa: F401
+
     from .runtime import Router
     from .runtime.http import serve
 
@@ -424,8 +431,7 @@ def cmd_serve(args) -> int:
                     cache_dir=args.cache_dir, trusted_keys=trusted,
                     store=args.bundle_store or Path(args.bundle).with_name(Path(args.bundle).name + ".store"),
                     keep=args.keep)
-    log.info("serving %d tasks of bundle version %s on http://%s:%d (backend %s)", len(router.tasks()),
-             router.version.bundle_version, args.host, args.port, args.backend)
+    log.info("bundle %s: %d tasks, backend %s", args.bundle, len(router.tasks()), args.backend)
     if args.serial:
         import threading
 
@@ -525,7 +531,31 @@ COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "k
             "report": cmd_report}
 
 
+# which extra brings a module (the message a missing optional dependency gets); alternatives in order
+EXTRAS = {"torch": ("train",), "sklearn": ("train",), "PIL": ("train",), "tqdm": ("train",),
+          "matplotlib": ("train",), "onnx": ("train", "profile"), "scipy": ("train", "profile"),
+          "onnxruntime": ("ort", "ort-gpu"), "uvicorn": ("serve",), "starlette": ("serve",),
+          "cryptography": ("serve",), "serial": ("serial",), "ray": ("ray",), "tensorrt": ("tensorrt",)}
+
+
+def missing_dependency(exc: ImportError) -> str:
+    text = str(exc)
+    if "pip install" in text:  # our own import helpers already name the extra
+        return text.splitlines()[0]
+    top = (exc.name or "").split(".")[0]
+    if not top:  # some libraries raise their own ImportError without a name ("Module onnx is not installed!")
+        words = set(text.replace("'", " ").replace('"', " ").replace("!", " ").split())
+        top = next((m for m in EXTRAS if m in words), "")
+    extras = EXTRAS.get(top)
+    if extras is None:
+        return f"{top or text} is not installed"
+    hint = " or ".join(f"'pcl-edge[{e}]'" for e in extras)
+    return f"{top} is not installed: pip install {hint}" + (" (never both)" if top == "onnxruntime" else "")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .runtime.errors import RuntimeFailure
+
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -535,11 +565,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, KeyError, RuntimeError, OSError) as exc:  # DataError, ConfigError, BundleError ... included
+    except (ValueError, KeyError, RuntimeError, OSError, RuntimeFailure) as exc:  # DataError, ConfigError, ...
         if args.verbose:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         sys.stderr.write(f"pcl-edge {args.command}: error: {msg}\n")
+        return 2
+    except ImportError as exc:  # an optional dependency this command needs: one line naming the extra
+        if args.verbose:
+            raise
+        sys.stderr.write(f"pcl-edge {args.command}: error: {missing_dependency(exc)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; the run directory holds the last completed generation: use --resume\n")

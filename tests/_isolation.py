@@ -14,7 +14,7 @@ def blocker(*modules: str) -> str:
             "class _Block:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
             f"        if name.split('.')[0] in {names}:\n"
-            "            raise ImportError(f'{name} is not installed here')\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
             "sys.meta_path.insert(0, _Block())\n")
 
 

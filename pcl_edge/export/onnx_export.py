@@ -45,6 +45,7 @@ class Verification:
 
 def export_onnx(net, input_shape: tuple[int, int, int], path: str | os.PathLike, opset: int = OPSET) -> bytes:
     """Export ``net`` (eval mode, on CPU) and return the serialized model; also written to ``path`` if given."""
+    import onnx  # noqa: F401  (torch.onnx needs it; imported here so a missing one is a plain ImportError)
     import torch
 
     net = net.cpu().eval()

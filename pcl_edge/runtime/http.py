@@ -271,7 +271,24 @@ class _TooLarge(Exception):
 
 def serve(router: Router, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_body_bytes: int = MAX_BODY, max_bundle_bytes: int | None = None) -> None:
+    """Bind first (a port in use is one clear error, ``--port 0`` logs the port it got), then run uvicorn on
+    that socket."""
+    import socket
+
     import uvicorn
 
-    uvicorn.run(create_app(router, token, max_body_bytes, max_bundle_bytes), host=host, port=port,
-                log_level="warning", access_log=False)
+    app = create_app(router, token, max_body_bytes, max_bundle_bytes)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    log.info("serving %d tasks of bundle version %s (%s) on http://%s:%d", len(router.tasks()),
+             router.version.bundle_version, router.version.digest, host, sock.getsockname()[1])
+    try:
+        uvicorn.run(app, fd=sock.fileno(), log_level="warning", access_log=False)
+    finally:
+        sock.close()
