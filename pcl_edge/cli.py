@@ -419,6 +419,8 @@ def cmd_serve(args) -> int:
     token = None
     if args.token_file:
         token = Path(args.token_file).read_text().strip()
+        if Path(args.token_file).stat().st_mode & 0o077:
+            log.warning("%s is readable by other users: chmod 600 it (it grants the admin API)", args.token_file)
         if len(token) < 16:
             raise ValueError(f"the token in {args.token_file} is shorter than 16 characters")
     budget = None if args.memory_budget is None else int(args.memory_budget * 2**20)

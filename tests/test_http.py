@@ -154,7 +154,26 @@ def test_statistics_and_metrics(server):
     stats = json.loads(call(url, "/v2/models/task_01/stats")[2])["model_stats"][0]
     assert stats["name"] == "task_01" and stats["execution_count"] >= 1
     text = call(url, "/metrics")[2].decode()
-    assert 'pcl_edge_requests_total{task="task_01"}' in text and "pcl_edge_bundle_version" in text
+    assert 'pcl_edge_requests_total{task="task_01",outcome="ok"}' in text and "pcl_edge_bundle_version" in text
+    assert 'pcl_edge_bundle_info{digest="' in text
+
+
+def test_every_inference_request_is_counted_by_outcome(server):
+    url, router = server
+
+    def count(text, task, outcome):
+        line = next((ln for ln in text.splitlines() if ln.startswith(
+            f'pcl_edge_requests_total{{task="{task}",outcome="{outcome}"}}')), None)
+        return 0 if line is None else int(float(line.split()[-1]))
+
+    before = call(url, "/metrics")[2].decode()
+    call(url, "/v2/models/task_02/infer", b"{not json", {})  # a parse error is a client error too
+    call(url, "/v2/models/task_99/infer", b"{}", {})
+    after = call(url, "/metrics")[2].decode()
+    assert count(after, "task_02", "client_error") == count(before, "task_02", "client_error") + 1
+    assert count(after, "unknown", "client_error") == count(before, "unknown", "client_error") + 1
+    errors = next(ln for ln in after.splitlines() if ln.startswith('pcl_edge_errors_total{task="task_02"}'))
+    assert int(float(errors.split()[-1])) >= 1
 
 
 def test_admin_needs_the_token_and_activates_a_new_bundle_while_serving(server, bundles):  # noqa: F811

@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -31,9 +32,12 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
     from starlette.routing import Route
 
     started = time.time()
+    outcomes: Counter = Counter()  # (task label, outcome) of every inference request, whatever became of it
 
-    def error(exc: Exception, status: int | None = None) -> JSONResponse:
+    def error(exc: Exception, status: int | None = None, request: Request | None = None) -> JSONResponse:
         status = status or getattr(exc, "status", 500)
+        if request is not None and status < 500:  # 4xx are logged (never bodies or tokens); 5xx log their trace
+            log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
         return JSONResponse({"error": str(exc)}, status_code=status)
 
     def guarded(handler):
@@ -43,9 +47,9 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
             try:
                 return await handler(request)
             except RuntimeFailure as exc:
-                return error(exc)
+                return error(exc, request=request)
             except ValueError as exc:  # e.g. a bundle that fails verification on activation
-                return error(exc, 400)
+                return error(exc, 400, request=request)
             except Exception as exc:  # noqa: BLE001 - a backend's own failure must not take the service down
                 log.exception("%s %s failed", request.method, request.url.path)
                 return error(RuntimeFailure(f"internal error: {type(exc).__name__}: {exc}"), 500)
@@ -57,10 +61,25 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
             if token is None:
                 return error(ServiceUnavailable("admin API disabled: start the server with --token-file"), 403)
             if not hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
+                log.warning("refused admin call %s %s from %s: missing or wrong bearer token", request.method,
+                            request.url.path, request.client.host if request.client else "?")
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                     headers={"www-authenticate": "Bearer"})
             return await handler(request)
         return guarded(wrapped)
+
+    def counted(handler):
+        async def wrapped(request: Request):
+            response = await handler(request)
+            model = request.path_params.get("model", "")
+            try:
+                label = router.resolve(model)["name"]
+            except RuntimeFailure:
+                label = "unknown"  # never the raw path: no unbounded label values
+            outcomes[(label, "ok" if response.status_code < 400 else
+                      "client_error" if response.status_code < 500 else "server_error")] += 1
+            return response
+        return wrapped
 
     async def body_of(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -91,6 +110,7 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
     def task_meta(task: dict) -> dict:
         c, h, w = task["input"]["shape"]
         return {"name": task["name"], "versions": [str(router.version.bundle_version)], "platform": "onnx",
+                "bundle_digest": router.version.digest,
                 "inputs": [{"name": task["input"]["name"], "datatype": "FP32", "shape": [-1, c, h, w]}],
                 "outputs": [{"name": task["output"]["name"], "datatype": "FP32",
                              "shape": [-1, *task["output"]["shape"]]}],
@@ -163,14 +183,15 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         return JSONResponse({"model_stats": [stats_of(t) for t in tasks]})
 
     async def metrics(request):
-        lines = ["# HELP pcl_edge_requests_total Inference requests per task.",
-                 "# TYPE pcl_edge_requests_total counter"]
-        lines += [f'pcl_edge_requests_total{{task="{t["name"]}"}} {router.stats[t["id"]].requests}'
-                  for t in router.tasks()]
-        lines += ["# HELP pcl_edge_errors_total Failed inference requests per task.",
+        lines = ["# HELP pcl_edge_requests_total Inference requests per task and outcome (ok, client_error: 4xx "
+                 "including unparseable bodies, server_error: 5xx).", "# TYPE pcl_edge_requests_total counter"]
+        lines += [f'pcl_edge_requests_total{{task="{t}",outcome="{o}"}} {n}' for (t, o), n in sorted(outcomes.items())]
+        lines += ["# HELP pcl_edge_errors_total Failed inference requests per task (every 4xx and 5xx).",
                   "# TYPE pcl_edge_errors_total counter"]
-        lines += [f'pcl_edge_errors_total{{task="{t["name"]}"}} {router.stats[t["id"]].errors}'
-                  for t in router.tasks()]
+        errors = Counter()
+        for (t, o), n in outcomes.items():
+            errors[t] += n if o != "ok" else 0
+        lines += [f'pcl_edge_errors_total{{task="{t}"}} {n}' for t, n in sorted(errors.items())]
         lines += ["# HELP pcl_edge_inference_seconds_total Time spent in inference per task.",
                   "# TYPE pcl_edge_inference_seconds_total counter"]
         lines += [f'pcl_edge_inference_seconds_total{{task="{t["name"]}"}} {router.stats[t["id"]].total_ns / 1e9}'
@@ -179,6 +200,10 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         lines += ["# HELP pcl_edge_loaded_bytes Memory held by loaded sessions (measured at load).",
                   "# TYPE pcl_edge_loaded_bytes gauge", f"pcl_edge_loaded_bytes {sum(loaded.values())}",
                   "# TYPE pcl_edge_bundle_version gauge", f"pcl_edge_bundle_version {router.version.bundle_version}",
+                  "# HELP pcl_edge_bundle_info The active bundle: its manifest digest identifies it.",
+                  "# TYPE pcl_edge_bundle_info gauge",
+                  f'pcl_edge_bundle_info{{digest="{router.version.digest}",'
+                  f'version="{router.version.bundle_version}"}} 1',
                   "# TYPE pcl_edge_uptime_seconds gauge", f"pcl_edge_uptime_seconds {time.time() - started:.1f}"]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
@@ -240,6 +265,7 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
             raise BadRequest("activation body must be JSON: {\"bundle\": \"/path/to/bundle\"}")
         manifest = await run_in_threadpool(router.activate, payload["bundle"])
         return JSONResponse({"bundle_version": manifest["bundle_version"],
+                             "bundle_digest": manifest["manifest_sha256"][:12],
                              "tasks": [t["name"] for t in manifest["tasks"]]})
 
     routes = [
@@ -247,7 +273,7 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         Route("/v2/models/stats", guarded(model_stats)),
         Route("/v2/models/{model}", guarded(model_meta)), Route("/v2/models/{model}/ready", guarded(model_ready)),
         Route("/v2/models/{model}/config", guarded(model_config)),
-        Route("/v2/models/{model}/infer", guarded(infer), methods=["POST"]),
+        Route("/v2/models/{model}/infer", counted(guarded(infer)), methods=["POST"]),
         Route("/v2/models/{model}/stats", guarded(model_stats)), Route("/metrics", metrics),
         Route("/v2/repository/index", admin(repo_index), methods=["POST"]),
         Route("/v2/repository/models/{model}/load", admin(repo_load), methods=["POST"]),

@@ -26,6 +26,7 @@ class Session(Protocol):
 
 
 BACKENDS: Registry = Registry("backend")
+_SAID: set[tuple[str, str, str]] = set()  # backend failures already logged
 AUTO_ORDER = ("tensorrt", "ort")
 
 
@@ -47,7 +48,10 @@ def open_session(backend: str, bundle_root: Path, task: dict, **options) -> Sess
             raise
         except Exception as exc:  # noqa: BLE001 - the next backend may work; all failures are reported below
             errors.append(f"{name}: {exc}")
-            log.info("backend %s unavailable for task %s: %s", name, task["id"], exc)
+            said = (name, type(exc).__name__, str(exc))
+            if said not in _SAID:  # once per backend and reason, not on every load of every task
+                _SAID.add(said)
+                log.info("backend %s unavailable (first seen on task %s): %s", name, task["id"], exc)
     raise ServiceUnavailable(f"no backend can run task {task['id']}: " + "; ".join(errors))
 
 
