@@ -183,7 +183,7 @@ def test_admin_needs_the_token_and_activates_a_new_bundle_while_serving(server, 
     auth = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
     assert call(url, "/v2/repository/models/task_02/load", b"", auth, "POST")[0] == 200
     index = json.loads(call(url, "/v2/repository/index", b"", auth, "POST")[2])
-    assert {"name": "task_02", "version": "1", "state": "READY"} in index
+    assert {"name": "task_02", "version": "1", "state": "READY", "reason": "loaded"} in index
     bad = call(url, "/v2/admin/activate", json.dumps({"bundle": str(bundles / "missing")}).encode(), auth, "POST")
     assert bad[0] == 400 and "does not exist" in json.loads(bad[2])["error"]
     assert call(url, "/v2/models/task_05")[0] == 404  # v0 has 3 tasks
@@ -191,6 +191,28 @@ def test_admin_needs_the_token_and_activates_a_new_bundle_while_serving(server, 
                           "POST")
     assert status == 200 and json.loads(raw)["tasks"][-1] == "task_05"
     assert call(url, "/v2/models/task_05")[0] == 200
+
+
+def test_readiness_answers_from_one_definition(server):
+    url, router = server
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    ok, h = jbody({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]})
+
+    def index_state(name):
+        index = json.loads(call(url, "/v2/repository/index", b"", auth, "POST")[2])
+        return next((e["state"], e["reason"]) for e in index if e["name"] == name)
+
+    router.unload("task_03")
+    router.version.unloaded.discard(router.resolve("task_03")["id"])  # a task never loaded: lazily READY
+    assert index_state("task_03") == ("READY", "loads on first request")
+    assert json.loads(call(url, "/v2/models/task_03/ready")[2])["ready"] is True
+    assert call(url, "/v2/repository/models/task_03/unload", b"", auth, "POST")[0] == 200
+    assert index_state("task_03") == ("UNAVAILABLE", "unloaded")
+    assert call(url, "/v2/models/task_03/ready")[0] == 400
+    code, _, raw = call(url, "/v2/models/task_03/infer", ok, h)
+    assert code == 503 and "unloaded" in json.loads(raw)["error"]
+    assert call(url, "/v2/repository/models/task_03/load", b"", auth, "POST")[0] == 200
+    assert index_state("task_03") == ("READY", "loaded") and call(url, "/v2/models/task_03/infer", ok, h)[0] == 200
 
 
 def test_pcl_edge_serve_runs_without_torch(bundles, tmp_path):  # noqa: F811

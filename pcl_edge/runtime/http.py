@@ -138,8 +138,9 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
                            "bundle_digest": {"string_value": router.version.digest}}})
 
     async def model_ready(request):
-        router.resolve(request.path_params["model"])
-        return JSONResponse({"ready": True})
+        state, reason = router.state(request.path_params["model"])
+        return JSONResponse({"ready": state == "READY", "state": state, "reason": reason},
+                            status_code=200 if state == "READY" else 400)
 
     async def infer(request):
         model = request.path_params["model"]
@@ -208,9 +209,12 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     async def repo_index(request):
-        loaded = router.loaded()
-        return JSONResponse([{"name": t["name"], "version": str(router.version.bundle_version),
-                              "state": "READY" if t["id"] in loaded else "UNAVAILABLE"} for t in router.tasks()])
+        out = []
+        for t in router.tasks():
+            state, reason = router.state(t["name"])
+            out.append({"name": t["name"], "version": str(router.version.bundle_version), "state": state,
+                        "reason": reason})
+        return JSONResponse(out)
 
     async def repo_load(request):
         await run_in_threadpool(router.load, request.path_params["model"])

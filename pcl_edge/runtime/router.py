@@ -42,6 +42,7 @@ class _Version:
     manifest: dict
     by_key: dict[str, dict]  # "3", "task_03" -> task entry
     options: dict = field(default_factory=dict)  # backend options its sessions open with
+    unloaded: set = field(default_factory=set)  # task ids an operator unloaded (``Router.state``)
     source: Path | None = None  # the bundle as given (directory or .tar)
     unpacked: Path | None = None  # where a .tar was unpacked for it
     sessions: OrderedDict[int, Session] = field(default_factory=OrderedDict)  # LRU: oldest first
@@ -230,13 +231,30 @@ class Router:
                 victim, _ = sessions.popitem(last=False)
                 self.stats[victim].evictions += 1
 
+    # -- states: the one definition every endpoint answers from ---------------------------------------------
+    # READY: the task answers (its session is open, or opens on the first request: "loads on first request");
+    # UNAVAILABLE: an operator unloaded it; it answers nothing until loaded again.
+    def state(self, model: str | int) -> tuple[str, str]:
+        """(state, reason) of a task of the active version."""
+        version = self.version
+        tid = self.resolve(model, version)["id"]
+        if tid in version.unloaded:
+            return "UNAVAILABLE", "unloaded"
+        return "READY", "loaded" if tid in version.sessions else "loads on first request"
+
     def load(self, model: str | int) -> Session:
-        return self._session(self.version, self.resolve(model))
+        version = self.version
+        task = self.resolve(model, version)
+        version.unloaded.discard(task["id"])
+        return self._session(version, task)
 
     def unload(self, model: str | int) -> bool:
-        task = self.resolve(model)
+        """Close the task's session and keep it closed: it answers nothing until ``load``."""
+        version = self.version
+        task = self.resolve(model, version)
         with self._lock:
-            return self.version.sessions.pop(task["id"], None) is not None
+            version.unloaded.add(task["id"])
+            return version.sessions.pop(task["id"], None) is not None
 
     # -- inference ----------------------------------------------------------------------------------------------
     def validate(self, task: dict, x: np.ndarray, preprocess: bool) -> np.ndarray:
@@ -265,6 +283,9 @@ class Router:
     def infer(self, model: str | int, x: np.ndarray, preprocess: bool = False, top_k: int = 0) -> InferResult:
         version = self.version  # this request finishes on the version it started with
         task = self.resolve(model, version)
+        if task["id"] in version.unloaded:
+            raise ServiceUnavailable(f"{task['name']} is unloaded; POST /v2/repository/models/{task['name']}/load "
+                                     "to serve it again")
         stats = self.stats[task["id"]]
         start = time.perf_counter_ns()
         try:
