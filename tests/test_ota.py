@@ -57,7 +57,8 @@ def put(url, data, token=TOKEN):
 
 
 def leftovers(store):
-    return sorted(p.name for p in store.iterdir()) if store.exists() else []
+    """Files left under the store (empty managed directories do not count)."""
+    return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file()) if store.exists() else []
 
 
 @pytest.fixture(scope="module")

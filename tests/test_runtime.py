@@ -161,6 +161,10 @@ def test_tar_bundles_are_unpacked_safely(bundles, tmp_path):
     export_bundle(bundles / "run", tmp_path / "b.tar")
     r = Router(tmp_path / "b.tar", backend="ort", workdir=tmp_path / "work")
     assert r.infer(1, x_for()).logits.shape == (1, 2) and r.version.root.parent == tmp_path / "work"
+    root = r.version.root
+    for _ in range(2):  # the same tar again, twice in the same second: the same managed copy, reused
+        r.activate(tmp_path / "b.tar")
+    assert r.version.root == root and len(list((tmp_path / "work").iterdir())) == 1
 
 
 def test_the_device_side_never_imports_torch(bundles):

@@ -98,3 +98,20 @@ def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     except tarfile.TarError as exc:
         raise BundleError(f"{archive} is not a readable tar: {exc}") from None
     return dest
+
+
+def tar_digest(archive: str | os.PathLike) -> str:
+    """The manifest digest a bundle .tar claims (read from its manifest.json alone, nothing unpacked); verification
+    of the unpacked files still decides whether it holds."""
+    import json
+
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.getmember("manifest.json")
+            with tar.extractfile(member) as fh:
+                digest = json.load(fh).get("manifest_sha256", "")
+    except (tarfile.TarError, KeyError, ValueError, OSError) as exc:
+        raise BundleError(f"{archive} is not a readable bundle tar: {exc}") from None
+    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise BundleError(f"{archive}: its manifest carries no valid manifest_sha256")
+    return digest

@@ -6,6 +6,7 @@ finish on the version they started with)."""
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle.archive import unpack_bundle, verify_bundle
+from ..bundle.archive import tar_digest, unpack_bundle, verify_bundle
 from ..bundle.engine import EngineSpec, engine_dir
 from ..preprocess import normalize
 from .backends import Session, open_session
@@ -109,10 +110,8 @@ class Router:
         options = self._options(bundle)
         path = Path(bundle)
         unpacked = None
-        if path.is_file():  # a .tar: unpacked (safely) next to the others, never over an existing directory
-            base = self.workdir or path.parent
-            unpacked = path = unpack_bundle(path, base / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-"
-                                                         f"{secrets.token_hex(3)}")
+        if path.is_file():  # a .tar: unpacked once per manifest digest under a managed directory, then reused
+            path = unpacked = self._unpacked(path)
         try:
             manifest = verify_bundle(path, self.trusted_keys)
             version = _Version(path, manifest, _index(manifest), options, source=Path(bundle),
@@ -120,10 +119,28 @@ class Router:
             for task in manifest["tasks"]:  # every task must run before the version may serve
                 open_session(self.backend, path, task, **options).close()
         except BaseException:
-            if unpacked is not None:  # a refused .tar leaves nothing behind
+            in_use = [h.unpacked for h in self.history] + [self._active.unpacked if self._active else None]
+            if unpacked is not None and unpacked not in in_use:  # a refused .tar leaves nothing behind
                 shutil.rmtree(unpacked, ignore_errors=True)
             raise
         return version
+
+    def _unpacked(self, tar: Path) -> Path:
+        """``WORKDIR/<digest>``: the tar's files, unpacked (safely) the first time, reused after; WORKDIR defaults
+        to ``.pcl-edge-unpacked`` beside the tar. A partial unpack never takes the final name."""
+        base = self.workdir or tar.parent / ".pcl-edge-unpacked"
+        target = base / tar_digest(tar)[:16]
+        if target.is_dir():
+            return target
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = unpack_bundle(tar, base / f".{target.name}-{secrets.token_hex(4)}")
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another activation of the same tar got there first: use its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not target.is_dir():
+                raise
+        return target
 
     def activate(self, bundle: str | Path, _record: bool = True) -> dict:
         """Verify + self-test ``bundle``, then make it the active version in one step. On any failure the current
