@@ -221,3 +221,12 @@ def test_a_tampered_expert_is_detected_not_trusted(reference, tmp_path):
         RunDir(out).load_expert(2)
     with pytest.raises(RunDirError, match="task_02"):
         evolve(resume=out, progress=False)
+
+
+def test_the_python_api_tells_the_same_story_as_the_cli(tmp_path):
+    """INFO lines with an overall line per task (k/T, elapsed, estimate left) without any logging set up."""
+    code = ("from pcl_edge.evolve import evolve, preset_config\n"
+            f"evolve(preset_config('tiny', 'digits', tasks='2x2', generations=0), out={str(tmp_path / 'r')!r})\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "task 1/2 done" in res.stderr and "task 2/2 done" in res.stderr and "left" in res.stderr

@@ -43,6 +43,18 @@ def evolve(cfg: EvolveConfig | None = None, out: str | os.PathLike | None = None
            on_task_end: Callable | None = None, executor_options: dict | None = None) -> dict:
     """Run (or resume) a continual-learning run; returns the summary that is also written to summary.json.
 
+    With ``progress`` (the default) it shows what the CLI shows: progress bars, and INFO lines on stderr unless the
+    application configured logging itself."""
+    from .._progress import console_logging
+
+    with console_logging(progress):
+        return _evolve(cfg, out, resume, executor, progress, on_task_end, executor_options)
+
+
+def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str | os.PathLike | None,
+            executor: str, progress: bool, on_task_end: Callable | None, executor_options: dict | None) -> dict:
+    """The run itself (``evolve`` without the console).
+
     ``executor`` ("local" or "ray") is not part of the run's configuration: it changes where candidates train, not
     what they compute, so a run may be resumed under another executor."""
     if resume is not None:

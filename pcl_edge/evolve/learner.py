@@ -79,6 +79,9 @@ class Learner:
             self.state["task"], self.state["started"] = t + 1, False
             self.save()
             self.run.write_matrix(self.state["R"])
+            done, total, elapsed = t + 1, len(self.tasks), self.state["wall_s"]
+            log.info("task %d/%d done: %s elapsed, about %s left", done, total, _hms(elapsed),
+                     _hms(elapsed / done * (total - done)))
             if self.on_task_end:
                 self.on_task_end(t, self)
         return self.summary()
@@ -168,3 +171,8 @@ class ExpertLearner(Learner):
         if self.run.has_expert(self.stream.tasks[t].id):
             return self.archived_record(t)
         return super().task_record(t)
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
