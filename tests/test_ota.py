@@ -85,7 +85,7 @@ def test_an_uploaded_bundle_is_verified_self_tested_and_activated_then_rolled_ba
 
 
 @pytest.mark.parametrize("body,token,status,match", [
-    (b"not a tar at all", TOKEN, 400, "not a readable tar"),
+    (b"not a tar at all", TOKEN, 400, "is not a readable bundle tar"),
     (b"", "wrong-token", 401, "bearer token"),
 ], ids=["garbage", "wrong-token"])
 def test_bad_uploads_change_nothing(device, body, token, status, match):

@@ -62,7 +62,9 @@ def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str
         if cfg is not None and cfg != stored:
             raise RunDirError(f"{resume} was made with a different configuration; resume it without overrides")
         done = run.summary()
-        if done is not None:  # a finished run: say so and change nothing
+        if done is not None:  # a finished run: check its archive, say so and change nothing
+            for task_id in run.expert_ids():
+                run.verify_expert(task_id)
             log.info("%s is complete (%d tasks, ACC %.4f): nothing to resume", run.path, len(done.get("tasks", [])),
                      done.get("acc", float("nan")))
             return done
