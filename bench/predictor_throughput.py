@@ -11,7 +11,7 @@ import time
 import _common
 import numpy as np
 
-from pcl_edge.hw.fusion import block_ops, lower
+from pcl_edge.hw.fusion import block_ops, fused_of, lower
 from pcl_edge.hw.kernels import genome_kernels
 from pcl_edge.hw.predictor import LatencyPredictor
 from pcl_edge.hw.profile import load_profile
@@ -37,6 +37,7 @@ def main() -> None:
     pred = LatencyPredictor(load_profile(args.profile), (3, 32, 32))
     genome_kernels.cache_clear()
     lower.cache_clear()
+    fused_of.cache_clear()
     block_ops.cache_clear()
     start = time.perf_counter()
     for g in genomes:

@@ -10,9 +10,10 @@ Everything here is pure Python on the genome's cost model: the search lowers eve
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 
@@ -114,22 +115,22 @@ class FusedKernel:
     out_size: int = 0  # 0: derived from size and stride
     sum_input: bool = False  # an Add folded in: one more activation read
 
+    key: str = field(init=False, compare=False, repr=False)
+    kind: str = field(init=False, compare=False, repr=False)
+
     def __post_init__(self) -> None:
         if not self.out_size:
             object.__setattr__(self, "out_size", (self.size + self.stride - 1) // self.stride)
-
-    @property
-    def key(self) -> str:
-        """``Conv+Relu-k3-s1-g1:16x32x32->16``: THE key of measured tables (stable: profiles depend on it)."""
-        return (f"{'+'.join(self.ops)}-k{self.kernel}-s{self.stride}-g{self.groups}:"
-                f"{self.cin}x{self.size}x{self.size}->{self.cout}")
-
-    @property
-    def kind(self) -> str:
-        """What the fallback regression pools over: the chain, kernel size, stride and depthwise or not."""
+        chain = "+".join(self.ops)
+        # ``Conv+Relu-k3-s1-g1:16x32x32->16``: THE key of measured tables (stable: profiles depend on it); computed
+        # once, the search looks kernels up by it for every candidate
+        object.__setattr__(self, "key", f"{chain}-k{self.kernel}-s{self.stride}-g{self.groups}:"
+                                        f"{self.cin}x{self.size}x{self.size}->{self.cout}")
+        # what the fallback regression pools over: the chain, kernel size, stride and depthwise or not
         dw = "dw" if self.groups > 1 and self.groups == self.cin else "g1"
-        return f"{'+'.join(self.ops)}-k{self.kernel}-s{self.stride}-{dw}"
+        object.__setattr__(self, "kind", f"{chain}-k{self.kernel}-s{self.stride}-{dw}")
 
+    @functools.cache  # noqa: B019 - frozen, hashable, and few distinct kernels: the cache is the point
     def features(self, block: int = 1) -> tuple[float, float, float]:
         """(MFLOPs, MB moved: weights + activations in and out, 1) for fallback regressions and rooflines. With
         ``block`` > 1, channel counts are rounded up to multiples of it first, as blocked layouts (onnxruntime's
@@ -215,7 +216,13 @@ def lower(k: Kernel, rules: Rules) -> tuple[tuple[FusedKernel, tuple[int, ...]],
 def genome_fused(genome: Genome, input_shape: tuple[int, int, int], rules: Rules,
                  num_classes: int = 2) -> list[FusedKernel]:
     """Every fused kernel a genome runs, in execution order."""
-    return [fk for k in genome_kernels(genome, tuple(input_shape), num_classes) for fk, _ in lower(k, rules)]
+    return [fk for k in genome_kernels(genome, tuple(input_shape), num_classes) for fk in fused_of(k, rules)]
+
+
+@lru_cache(maxsize=65536)
+def fused_of(k: Kernel, rules: Rules) -> tuple[FusedKernel, ...]:
+    """The fused kernels of one block, without the operator indices."""
+    return tuple(fk for fk, _ in lower(k, rules))
 
 
 def node_tags(name: str) -> list[tuple[int, int]]:

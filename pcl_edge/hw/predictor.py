@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..space.genome import Genome
-from .fusion import TENSORRT_RULES, FusedKernel, Rules, genome_fused, parse_rules
+from .fusion import TENSORRT_RULES, FusedKernel, Rules, fused_of, genome_fused, parse_rules
+from .kernels import genome_kernels
 from .profile import Profile
 
 # The network-level models ``pcl-edge profile`` chooses from by cross-validation on its calibration networks: the sum
@@ -36,8 +37,9 @@ class LatencyPredictor:
         fb = profile.fallback
         self._roofline = fb if fb.get("kind") == "roofline" else None
         self._coef = {op: np.asarray(c, float) for op, c in fb.get("coefficients", {}).items()}
-        self._block = int(fb.get("channel_block", 1))
+        self._channel_block = int(fb.get("channel_block", 1))
         self._cache: dict[Genome, float] = {}
+        self._blocks: dict = {}  # Kernel -> (ms, MFLOPs, MB, fused kernels)
         self.misses = 0  # fused kernels answered by the fallback, for reports
 
     def kernel_ms(self, k: FusedKernel) -> float:
@@ -54,18 +56,31 @@ class LatencyPredictor:
         coef = self._coef.get(k.kind, self._coef.get("+".join(k.ops), self._coef.get("*")))
         if coef is None:
             raise KeyError(f"profile {self.profile.name!r} has neither kernel {k.key} nor a fallback for {k.kind!r}")
-        return max(0.0, float(np.dot(coef, k.features(self._block))))
+        return max(0.0, float(np.dot(coef, k.features(self._channel_block))))
 
     def fused(self, genome: Genome) -> list[FusedKernel]:
         return genome_fused(genome, self.input_shape, self.rules, self.num_classes)
 
     def features(self, genome: Genome) -> dict[str, float]:
         """The network-level features of ``NETWORK_FEATURES``."""
-        fused = self.fused(genome)
-        f = np.array([k.features() for k in fused])
-        return {"kernels_ms": sum(self.kernel_ms(k) for k in fused), "nodes": float(len(fused)),
-                "mbytes": float(f[:, 1].sum()), "mflops": float(f[:, 0].sum()), "blocks": float(genome.depth),
+        ms = mflops = mbytes = nodes = 0.0
+        for k in genome_kernels(genome, self.input_shape, self.num_classes):  # the search calls this per candidate
+            b = self._blocks.get(k)
+            if b is None:
+                b = self._blocks[k] = self._block(k)
+            ms += b[0]
+            mflops += b[1]
+            mbytes += b[2]
+            nodes += b[3]
+        return {"kernels_ms": ms, "nodes": nodes, "mbytes": mbytes, "mflops": mflops, "blocks": float(genome.depth),
                 "1": 1.0}
+
+    def _block(self, k) -> tuple[float, float, float, int]:
+        """(ms, MFLOPs, MB, fused kernels) of one block: the same block recurs across genomes."""
+        fused = fused_of(k, self.rules)
+        feats = [f.features() for f in fused]
+        return (sum(self.kernel_ms(f) for f in fused), sum(f[0] for f in feats), sum(f[1] for f in feats),
+                len(fused))
 
     def raw(self, genome: Genome) -> float:
         """Sum of the fused kernels' times, before the network-level model."""
