@@ -96,8 +96,33 @@ def candidates_plot(task: dict, rows: list[dict], path: Path, budget_ms: float |
     return _save(fig, path)
 
 
-def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str, ylabel: str) -> str:
-    """Predicted (x) against measured (y) per expert, with y = x and a +-10 % band."""
+def _caveat(summary: dict, prof, record: dict) -> str | None:
+    """Why predicted and measured latencies on one figure may not be comparable, or None."""
+    source = prof.source if prof is not None else summary.get("target", {}).get("source")
+    name = prof.name if prof is not None else summary.get("target", {}).get("name")
+    if source == "estimated":
+        return f"{name} is a datasheet ESTIMATE for another device;\nmeasured here on {record['host']}: not comparable"
+    device = (prof.device.get("name") if prof is not None else None) or ""
+    here = _cpu_name()
+    if prof is not None and device and here and device != here:
+        return f"profile measured on {device};\nmeasured here on {here}"
+    return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str, ylabel: str,
+                 caveat: str | None = None) -> str:
+    """Predicted (x) against measured (y) per expert, with y = x and a +-10 % band; ``caveat`` is written on the
+    figure (a profile of another device, or an estimate, against a measurement made here)."""
     plt = _plt()
     ids, pred, meas = (np.array(v, float) for v in zip(*points))
     lo, hi = 0.8 * min(pred.min(), meas.min()), 1.25 * max(pred.max(), meas.max())
@@ -112,6 +137,9 @@ def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=xlabel, ylabel=ylabel,
            title="expert latency, batch 1")
     ax.legend(fontsize=7, loc="upper left")
+    if caveat:
+        ax.text(0.98, 0.02, caveat, transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5, color="C3",
+                wrap=True, bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.85})
     fig.tight_layout()
     return _save(fig, path)
 
@@ -247,7 +275,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, profile: st
         if both:
             images.append((f"Predicted ({predicted_on}) vs measured latency ({measured_by}) of the experts",
                            latency_plot(both, folder / "latency_predicted_vs_measured.png",
-                                        "predicted (ms)", "measured (ms)")))
+                                        "predicted (ms)", "measured (ms)", _caveat(summary, prof, record))))
     lat_cols = [("predicted ms", predicted)] if predicted else []
     lat_cols += [("measured ms", measured)] if measured else []
     head = "<tr><th>task</th><th>classes</th><th>genome</th><th>params</th><th>val</th><th>test</th>" + \

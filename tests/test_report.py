@@ -53,6 +53,11 @@ def test_report_predicts_and_measures_expert_latency(tmp_path):
     assert all(v > 0 for v in record["measured_ms"].values())
     assert record["settings"]["tool"].startswith("onnxruntime") and record["settings"]["batch"] == 1
     assert page.count("data:image/png;base64,") == 5  # matrix, progress, 2 candidate plots, latency
+    from pcl_edge.hw.profile import load_profile
+    from pcl_edge.report import _caveat
+
+    note = _caveat({}, load_profile(profile), record)  # written on the figure: an estimate vs a measurement here
+    assert "ESTIMATE" in note and "not comparable" in note
 
 
 def test_report_reads_candidates_from_the_event_log_without_pareto_csvs(tmp_path):
