@@ -188,8 +188,14 @@ def progress_plot(curves: dict[int, list[float]], path: Path) -> str:
     """Best validation accuracy in the population per generation (0 = the initial or inherited population)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    for task, curve in sorted(curves.items()):
-        ax.plot(range(len(curve)), curve, "o-", ms=3, label=f"task {task}")
+    markers, styles = "osD^v<>p*h", ["-", "--", "-.", ":"]
+    n = max(1, len(curves))
+    for k, (task, curve) in enumerate(sorted(curves.items())):
+        # tasks often reach the same accuracies: distinct markers and styles, and a small sideways offset per
+        # task, so that no line hides under another
+        x = np.arange(len(curve)) + (k - (n - 1) / 2) * 0.04
+        ax.plot(x, curve, marker=markers[k % len(markers)], ls=styles[k % len(styles)], ms=4, lw=1.2, alpha=0.85,
+                label=f"task {task}")
     ax.set(xlabel="generation (0: initial / inherited population)", ylabel="best validation accuracy",
            title="search progress")
     ax.xaxis.get_major_locator().set_params(integer=True)
