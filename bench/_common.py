@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
-import logging
 import os
 import platform
 import shlex
@@ -17,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from pcl_edge.hw.profiling import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -29,16 +30,6 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="a short smoke run (figures not comparable to full runs)")
     ap.add_argument("--json", help="where to write the result JSON (default bench/results/NAME[.quick].json)")
     return ap
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _mem_gib() -> float | None:
@@ -75,24 +66,10 @@ def provenance() -> dict:
         pass
     return {"command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
             "cwd": os.getcwd(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"host": platform.node(), "cpu": _cpu_model(), "cpus_usable": affinity,
+            "machine": {"host": platform.node(), "cpu": cpu_name(), "cpus_usable": affinity,
                         "memory_gib": _mem_gib(), "gpu": gpu, "os": platform.platform()},
             "python": platform.python_version(), "versions": versions, "code": _git(),
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "CI") if k in os.environ}}
-
-
-def pin_like(profile) -> list[int] | None:
-    """Pin this process to the CPUs a measured profile recorded (``measurement.cpu_affinity``), so a re-measurement
-    sees what the profile saw; returns the CPUs now in use (None where affinity is not supported)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    cpus = profile.measurement.get("cpu_affinity")
-    if cpus:
-        try:
-            os.sched_setaffinity(0, cpus)
-        except OSError as exc:
-            logging.warning("could not pin to CPUs %s as the profile was (%s); measuring unpinned", cpus, exc)
-    return sorted(os.sched_getaffinity(0))
 
 
 def table(headers: list[str], rows: list[list]) -> str:

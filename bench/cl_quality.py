@@ -38,6 +38,7 @@ from pcl_edge.data import build_stream
 from pcl_edge.evolve import evolve, preset_config
 from pcl_edge.evolve.rundir import RunDir
 from pcl_edge.evolve.trainer import TensorTask, build_seeded, train
+from pcl_edge.hw.profiling import pin_like
 from pcl_edge.space import Genome
 from pcl_edge.space.cost import genome_params
 
@@ -92,7 +93,7 @@ class Latency:
         from pcl_edge.hw.profile import load_profile
 
         self.profile = load_profile(profile_path)
-        self.cpus = _common.pin_like(self.profile)  # training is over: measure as the profile was measured
+        self.cpus = pin_like(self.profile)  # training is over: measure as the profile was measured
         self.shape = shape
         self.threads = int(self.profile.measurement.get("intra_op_threads", 1))
         self.backend = create_backend("ort-cpu", threads=self.threads, warmup=30, iterations=iterations)

@@ -29,6 +29,7 @@ from pcl_edge.hw.profiling import (
     check_profile,
     draw_sets,
     holdout_accuracy,
+    pin_like,
     random_genomes,
     rescaled,
     search_genomes,
@@ -58,7 +59,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     profile = load_profile(args.profile)
     shapes = [tuple(s) for s in (profile.provenance or {}).get("input_shapes", [[3, 32, 32]])]
-    m, cpus = profile.measurement, _common.pin_like(profile)
+    m, cpus = profile.measurement, pin_like(profile)
     n, rounds = (6, 2) if args.quick else (args.n, args.rounds)
     backend = create_backend(_backend_of(profile), threads=int(m.get("intra_op_threads", 1)),
                              warmup=int(m.get("warmup", 20)), iterations=30 if args.quick else int(m.get("iterations",

@@ -308,15 +308,14 @@ def cmd_profile_check(args) -> int:
 
     from .hw.backends import create_backend
     from .hw.profile import load_profile
-    from .hw.profiling import check_profile, rescaled
+    from .hw.profiling import check_profile, pin_like, rescaled
 
     profile = load_profile(args.check)
     if args.rescale and Path(args.rescale).exists():
         raise ValueError(f"{args.rescale} exists; profiles are never overwritten: choose a new --rescale path")
     m = profile.measurement
-    cpus = m.get("cpu_affinity")
-    if not args.cpus and cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, set(cpus))  # time it as it was profiled
+    if not args.cpus:
+        pin_like(profile)  # time it as it was profiled
     backend = create_backend(_backend_of(profile), threads=int(m.get("intra_op_threads", args.threads)),
                              warmup=int(m.get("warmup", args.warmup)),
                              iterations=int(m.get("iterations", args.iterations)),

@@ -103,20 +103,12 @@ def _caveat(summary: dict, prof, record: dict) -> str | None:
     if source == "estimated":
         return f"{name} is a datasheet ESTIMATE for another device;\nmeasured here on {record['host']}: not comparable"
     device = (prof.device.get("name") if prof is not None else None) or ""
-    here = _cpu_name()
+    from .hw.profiling import cpu_name
+
+    here = cpu_name()
     if prof is not None and device and here and device != here:
         return f"profile measured on {device};\nmeasured here on {here}"
     return None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str, ylabel: str,

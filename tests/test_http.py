@@ -2,7 +2,6 @@
 
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,25 +18,12 @@ TOKEN = "s3cret-token-0123456789"
 
 @pytest.fixture(scope="module")
 def server(bundles):  # noqa: F811
-    import uvicorn
-
     from pcl_edge.runtime.http import create_app
+    from tests._server import serving
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     router = Router(bundles / "v0", backend="ort")
-    cfg = uvicorn.Config(create_app(router, TOKEN, max_body_bytes=1 << 20), host="127.0.0.1", port=port,
-                         log_level="error", access_log=False)
-    srv = uvicorn.Server(cfg)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", router
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(router, TOKEN, max_body_bytes=1 << 20)) as url:
+        yield url, router
 
 
 def call(url, path, body=None, headers=None, method=None):

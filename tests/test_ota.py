@@ -5,7 +5,6 @@ import asyncio
 import json
 import shutil
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,26 +23,14 @@ X = np.zeros((1, 1, 8, 8), np.float32)
 @pytest.fixture
 def device(bundles, tmp_path):  # noqa: F811
     """A device serving v0, with an upload store; yields (url, router, store)."""
-    import uvicorn
-
     from pcl_edge.runtime.http import create_app
+    from tests._server import serving
 
     shutil.copytree(bundles / "v0", tmp_path / "v0")
     store = tmp_path / "store"
     router = Router(tmp_path / "v0", backend="ort", store=store, keep=2)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(router, TOKEN, max_bundle_bytes=4 << 20), host="127.0.0.1",
-                                        port=port, log_level="error", access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", router, store
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(router, TOKEN, max_bundle_bytes=4 << 20)) as url:
+        yield url, router, store
 
 
 def put(url, data, token=TOKEN):
@@ -168,25 +155,15 @@ def test_the_streamed_cap_holds_without_a_declared_length(tmp_path):
 
 def test_a_device_with_trusted_keys_refuses_an_unsigned_upload(bundles, tmp_path, v1_tar):  # noqa: F811
     pytest.importorskip("cryptography")
-    import uvicorn
-
     from pcl_edge.bundle.signing import keygen, load_trusted_keys, sign_bundle
     from pcl_edge.runtime.http import create_app
+    from tests._server import serving
 
     key, pub = keygen(tmp_path / "k")
     shutil.copytree(bundles / "v0", tmp_path / "v0")
     sign_bundle(tmp_path / "v0", key)
     router = Router(tmp_path / "v0", backend="ort", store=tmp_path / "store", trusted_keys=load_trusted_keys(pub))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(router, TOKEN), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    try:
-        url = f"http://127.0.0.1:{port}"
+    with serving(create_app(router, TOKEN)) as url:
         code, answer = put(url, v1_tar.read_bytes())
         assert code == 400 and "not signed" in answer["error"] and leftovers(tmp_path / "store") == []
         signed = tmp_path / "signed.tar"
@@ -197,6 +174,3 @@ def test_a_device_with_trusted_keys_refuses_an_unsigned_upload(bundles, tmp_path
         (tmp_path / "token").write_text(TOKEN)
         assert main(["-q", "push", str(signed), "--url", url, "--token-file", str(tmp_path / "token")]) == 0
         assert len(router.tasks()) == 5
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)

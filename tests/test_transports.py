@@ -3,9 +3,7 @@ a serial ERROR frame) and the transport keeps serving; a request answers from on
 
 import json
 import os
-import socket
 import threading
-import time
 import tty
 
 import numpy as np
@@ -61,25 +59,14 @@ def test_http_answers_500_for_every_backend_failure_and_keeps_serving(bundles, f
     import urllib.error
     import urllib.request
 
-    import uvicorn
-
     from pcl_edge.runtime.http import create_app
+    from tests._server import serving
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(Router(bundles / "v1", backend="flaky")), host="127.0.0.1",
-                                       port=port, log_level="error", access_log=False))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
     body = json.dumps({"inputs": [{"name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32",
                                    "data": X.ravel().tolist()}]}).encode()
 
     def post():
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/1/infer", data=body,
+        req = urllib.request.Request(f"{url}/v2/models/1/infer", data=body,
                                      headers={"content-type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
@@ -87,7 +74,7 @@ def test_http_answers_500_for_every_backend_failure_and_keeps_serving(bundles, f
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
-    try:
+    with serving(create_app(Router(bundles / "v1", backend="flaky"))) as url:
         assert post()[0] == 200  # the session opens (and self-tests) while healthy
         for exc in ERRORS:
             flaky["exc"] = exc
@@ -96,9 +83,6 @@ def test_http_answers_500_for_every_backend_failure_and_keeps_serving(bundles, f
             flaky["exc"] = None
             status, answer = post()
             assert status == 200 and answer["outputs"][0]["shape"] == [2, 2]
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_serial_answers_an_error_frame_for_every_backend_failure_and_keeps_serving(bundles, flaky):  # noqa: F811

@@ -121,7 +121,6 @@ def ensure_engine(trt, root: Path, task: dict, spec: EngineSpec, cache_dir: Path
     if not spec.tensorrt_version:
         spec = spec.for_device(trt)
     header = EngineHeader(model_sha256=task["sha256"], spec=spec)
-    opts = spec
     path = engine_path(cache_dir, header)
     if path.exists():
         try:
@@ -134,14 +133,14 @@ def ensure_engine(trt, root: Path, task: dict, spec: EngineSpec, cache_dir: Path
     timing = timing_path.read_bytes() if timing_path.exists() else b""
     chw = tuple(task["input"]["shape"])
     model = root / task["model"]
-    log.info("task %s: building %s engine; equivalent: %s", task["id"], opts.precision,
-             trtexec_command(model, path, task["input"]["name"], chw, opts, timing_path))
+    log.info("task %s: building %s engine; equivalent: %s", task["id"], spec.precision,
+             trtexec_command(model, path, task["input"]["name"], chw, spec, timing_path))
     calibrator = None
-    if opts.precision == "int8":
+    if spec.precision == "int8":
         from .calibration import make_calibrator
 
         calibrator = make_calibrator(trt, task, calib_dir, cache_dir, bundle_root=root)
-    plan, timing = build_plan(trt, model.read_bytes(), task["input"]["name"], chw, opts, timing, calibrator)
+    plan, timing = build_plan(trt, model.read_bytes(), task["input"]["name"], chw, spec, timing, calibrator)
     write_engine(path, header, plan)
     with atomic_open(timing_path, "wb") as fh:  # reused by the next task and the next build
         fh.write(timing)

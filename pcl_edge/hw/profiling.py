@@ -13,6 +13,7 @@ Runs where the device is: needs onnx and the backend's runtime, never torch."""
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import socket
 import subprocess
@@ -105,18 +106,33 @@ def _software(backend) -> dict:
     return sw
 
 
-def _device() -> dict:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """This machine's CPU model (``/proc/cpuinfo``), else what ``platform`` knows: a CPU profile's device name."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import os
+    return platform.processor() or platform.machine()
 
-    return {"name": cpu, "machine": platform.machine(), "cpus": os.cpu_count(), "os": platform.platform()}
+
+def pin_like(profile: Profile) -> list[int] | None:
+    """Pin this process to the CPUs a measured profile recorded (``measurement.cpu_affinity``), so a re-measurement
+    sees what the profile saw; returns the CPUs now in use (None where affinity is not supported)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = profile.measurement.get("cpu_affinity")
+    if cpus:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError as exc:
+            log.warning("could not pin to CPUs %s as the profile was (%s); measuring unpinned", cpus, exc)
+    return sorted(os.sched_getaffinity(0))
+
+
+def _device() -> dict:
+    return {"name": cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(), "os": platform.platform()}
 
 
 def jetson_power_mode(jetson_clocks: str = "unknown") -> dict | None:

@@ -144,7 +144,7 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
 
     async def infer(request):
         model = request.path_params["model"]
-        router.resolve(model)  # an unknown task is a 404 before its body is read
+        expected = router.resolve(model)["input"]["name"]  # an unknown task is a 404 before its body is read
         try:
             body = await body_of(request)
         except _TooLarge as exc:
@@ -152,10 +152,9 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         req, arrays = decode_request(body, request.headers.get(HEADER))
         if len(arrays) != 1:
             raise BadRequest(f"{model} takes one input, got {len(arrays)}")
-        want = router.resolve(model)["input"]["name"]
         name = req["inputs"][0].get("name")
-        if name != want:
-            raise BadRequest(f"unknown input {name!r}; {model} has one input, {want!r}")
+        if name != expected:
+            raise BadRequest(f"unknown input {name!r}; {model} has one input, {expected!r}")
         x = arrays[0]
         params = req.get("parameters") or {}
         top_k = params.get("top_k", 0)
