@@ -14,12 +14,15 @@ import base64
 import csv
 import html
 import io
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ._io import read_json, write_json, write_text
+
+log = logging.getLogger(__name__)
 
 
 def _plt():
@@ -31,7 +34,61 @@ def _plt():
     return plt
 
 
+def _visible_texts(fig) -> list:
+    """Every text a reader sees: tick labels inside the axis' view, annotations, titles, axis labels, legends."""
+    from matplotlib.text import Text
+
+    texts = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            span = hi - lo
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if lo - 1e-9 * span <= tick.get_loc() <= hi + 1e-9 * span:
+                    texts += [lab for lab in (tick.label1, tick.label2) if lab.get_visible()]
+            texts.append(axis.label)
+        texts += [ax.title, *ax.texts]
+        if ax.get_legend() is not None:
+            texts += ax.get_legend().get_texts()
+    return [t for t in texts if isinstance(t, Text) and t.get_visible() and t.get_text().strip()]
+
+
+def text_problems(fig) -> list[str]:
+    """What a reader of the figure would stumble on: two texts whose boxes overlap (tick labels running into each
+    other, an annotation over another), or a text cut off at the figure's edge. Empty when the figure reads well."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [(t, t.get_window_extent(renderer)) for t in _visible_texts(fig)]
+    page = fig.bbox
+    out = []
+    for i, (a, ba) in enumerate(boxes):
+        if ba.x0 < page.x0 - 1 or ba.y0 < page.y0 - 1 or ba.x1 > page.x1 + 1 or ba.y1 > page.y1 + 1:
+            out.append(f"{a.get_text()!r} is cut off at the figure's edge")
+        for b, bb in boxes[i + 1:]:
+            if ba.overlaps(bb) and ba.intersection(ba, bb).width > 1 and ba.intersection(ba, bb).height > 1:
+                out.append(f"{a.get_text()!r} overlaps {b.get_text()!r}")
+    return out
+
+
+def _log_ticks(axis, lo: float, hi: float) -> None:
+    """Readable ticks on a log axis spanning [lo, hi]: as many labelled values per decade as fit (1-2-3-5, 1-2-5
+    or 1; a few even steps when the axis spans less), plain numbers (0.3, 20k), no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+
+    decades = np.log10(max(hi, lo * 1.0001) / lo)
+    if decades < 0.6:  # narrower than 1-2-3-5 can label twice: a few evenly spaced values
+        axis.set_major_locator(MaxNLocator(nbins=4))
+        axis.set_minor_locator(NullLocator())
+    else:
+        subs = (1.0, 2.0, 3.0, 5.0) if decades <= 1 else (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+        axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=30))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v < 1e4 else f"{v / 1e3:g}k"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _save(fig, path: Path) -> str:
+    for problem in text_problems(fig):  # every figure checks itself: a report that reads badly says so
+        log.warning("%s: %s", path.name, problem)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     _plt().close(fig)
@@ -89,6 +146,11 @@ def candidates_plot(task: dict, rows: list[dict], path: Path, budget_ms: float |
         ax.axvline(budget_ms, ls="--", c="C0", lw=1, label=f"latency budget {budget_ms:g} ms")
     if x_key == "params":
         ax.set_xscale("log")
+        _log_ticks(ax.xaxis, float(xs.min()), float(xs.max()))
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.set(xlabel="predicted latency (ms)" if x_key == "latency_ms" else "parameters",
            ylabel="validation accuracy (proxy)", title=f"task {task['id']}: {', '.join(task['class_names'])}")
     ax.legend(fontsize=7, loc="lower right")
@@ -111,6 +173,34 @@ def _caveat(summary: dict, prof, record: dict) -> str | None:
     return None
 
 
+# where a point's label may go (offset in points, horizontal alignment), nearest first
+_LABEL_SPOTS = [((5, 3), "left"), ((-5, 3), "right"), ((5, -10), "left"), ((-5, -10), "right"), ((5, 12), "left"),
+                ((-5, 12), "right"), ((5, -19), "left"), ((-5, -19), "right"), ((5, 21), "left"), ((-5, 21), "right"),
+                ((5, -28), "left"), ((-5, -28), "right")]
+
+
+def _label_points(ax, points: list[tuple[float, float, str]]) -> None:
+    """Label each point at the nearest spot where the label overlaps no other label and stays inside the axes;
+    points that lie close together (experts of equal latency) get their labels stacked, not on top of each other."""
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    placed = [t.get_window_extent(renderer) for t in ax.texts]  # the caveat box
+    if ax.get_legend() is not None:
+        placed.append(ax.get_legend().get_window_extent(renderer))
+    for x, y, text in points:
+        for offset, ha in _LABEL_SPOTS:
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=7, ha=ha)
+            box = label.get_window_extent(renderer)
+            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            if fits and not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+        else:  # nowhere free: the nearest spot, still readable beside the point
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7, ha="left")
+            box = label.get_window_extent(renderer)
+        placed.append(box)
+
+
 def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str, ylabel: str,
                  caveat: str | None = None) -> str:
     """Predicted (x) against measured (y) per expert, with y = x and a +-10 % band; ``caveat`` is written on the
@@ -123,16 +213,16 @@ def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str
     ax.fill_between(line, 0.9 * line, 1.1 * line, color="C2", alpha=0.15, label="within +-10 %")
     ax.plot(line, line, c="C2", lw=1)
     ax.scatter(pred, meas, c="C0", zorder=3)
-    for k, (i, x, y) in enumerate(zip(ids, pred, meas)):  # alternate sides: close points stay readable
-        ax.annotate(f"task {int(i)}", (x, y), textcoords="offset points", xytext=(5, 4) if k % 2 else (-8, -12),
-                    fontsize=7, ha="left" if k % 2 else "right")
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=xlabel, ylabel=ylabel,
            title="expert latency, batch 1")
+    _log_ticks(ax.xaxis, lo, hi)
+    _log_ticks(ax.yaxis, lo, hi)
     ax.legend(fontsize=7, loc="upper left")
     if caveat:
         ax.text(0.98, 0.02, caveat, transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5, color="C3",
                 wrap=True, bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.85})
     fig.tight_layout()
+    _label_points(ax, [(x, y, f"task {int(i)}") for i, x, y in zip(ids, pred, meas)])  # once the layout is final
     return _save(fig, path)
 
 

@@ -81,3 +81,38 @@ def test_the_expert_is_circled_by_uid_not_by_genome():
     assert expert_row({"genome": "g", "selected_from": "t2-g0-i0"}, rows)["val_acc"] == "1.0"
     assert expert_row({"genome": "g", "selected_from": "t2-g1-c3"}, rows)["val_acc"] == "0.977"
     assert expert_row({"genome": "g"}, rows)["uid"] == "t2-g0-i0"  # older runs: the first, not the last
+
+
+def test_the_overlap_check_finds_texts_that_run_into_each_other():
+    from pcl_edge.report import _plt, text_problems
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.set_xticks([0, 0.01, 0.02])
+    ax.set_xticklabels(["0.000001", "0.000002", "0.000003"])
+    ax.annotate("task 1", (0.5, 0.5))
+    ax.annotate("task 2", (0.5, 0.5))
+    problems = text_problems(fig)
+    plt.close(fig)
+    assert "'0.000001' overlaps '0.000002'" in problems and "'task 1' overlaps 'task 2'" in problems
+
+
+@pytest.mark.parametrize("lo,hi", [(0.3, 0.31), (0.0025, 0.004), (0.2, 0.9), (0.01, 0.5), (0.001, 30.0),
+                                   (2e4, 3e4), (3e3, 3e5)])
+def test_figures_read_well_over_any_range(tmp_path, lo, hi, caplog):
+    """Ticks and labels of the report's figures never run into each other, whatever the data's range: narrow ranges
+    (experts of nearly equal latency), several decades, and points on top of each other (equal experts)."""
+    import numpy as np
+
+    from pcl_edge.report import candidates_plot, latency_plot
+
+    mid = (lo * hi) ** 0.5
+    points = [(1, lo, lo), (2, hi, hi * 1.02), (3, mid, mid), (4, mid, mid), (5, mid * 1.01, mid)]
+    latency_plot(points, tmp_path / "lat.png", "predicted (ms)", "measured (ms)", "profile measured on A;\nhere on B")
+    rng = np.random.default_rng(0)
+    for key in ("params", "latency_ms"):
+        rows = [{"uid": f"u{i}", "genome": f"g{i}", "val_acc": float(rng.uniform(0.8, 1)),
+                 key: float(lo * (hi / lo) ** rng.uniform())} for i in range(40)]
+        candidates_plot({"id": 2, "class_names": ["airplane", "automobile"], "genome": "g3", "selected_from": "u3"},
+                        rows, tmp_path / f"{key}.png", hi if key == "latency_ms" else None)
+    assert [r.getMessage() for r in caplog.records if r.name == "pcl_edge.report"] == []

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..space import Genome
 from .learner import ExpertLearner, Learner, frozen_copy, state_to_cpu
-from .trainer import build_seeded, default_device, derive_seed, evaluate, reset_head, train, train_multi
+from .trainer import build_seeded, default_device, derive_seed, evaluate, reset_head, step_progress, train, train_multi
 
 
 class FixedLearner(ExpertLearner):
@@ -27,7 +27,8 @@ class FixedLearner(ExpertLearner):
         seed = derive_seed(self.cfg.seed, "fixed", t)
         net = build_seeded(Genome.parse(self.cfg.genome), task.in_channels, task.num_classes, seed)
         net.to(default_device())
-        train(net, task.train, self.cfg.final, seed)
+        with step_progress(f"task {t + 1} fixed", enabled=self.executor.progress):
+            train(net, task.train, self.cfg.final, seed)
         self.archive(t, net, {"val_acc": evaluate(net, task.val), "params": sum(p.numel() for p in net.parameters()),
                               "search_s": 0.0, "train_s": round(time.perf_counter() - start, 3)})
 
@@ -79,7 +80,8 @@ class FinetuneLearner(_SharedTrunkLearner):
     def learn_task(self, t: int) -> None:
         start, trunk = time.perf_counter(), self._trunk()
         view = _Headed(trunk, self._head(trunk, t)).to(default_device())
-        train(view, self.tasks[t].train, self.cfg.final, derive_seed(self.cfg.seed, self.name, t))
+        with step_progress(f"task {t + 1} finetune", enabled=self.executor.progress):
+            train(view, self.tasks[t].train, self.cfg.final, derive_seed(self.cfg.seed, self.name, t))
         own = self.state["own"]
         own["trunk"] = state_to_cpu(trunk)
         own.setdefault("heads", {})[t] = state_to_cpu(view.head)
@@ -99,8 +101,9 @@ class JointLearner(_SharedTrunkLearner):
         views = [_Headed(trunk, self._head(trunk, j)) for j in range(len(self.tasks))]
         module = nn.ModuleList(views).to(default_device())
         cfg = replace(self.cfg.final, steps=self.cfg.final.steps * len(self.tasks))  # same per-task budget
-        train_multi(module, [(v, task.train) for v, task in zip(views, self.tasks)], cfg,
-                    derive_seed(self.cfg.seed, self.name))
+        with step_progress("joint, all tasks", enabled=self.executor.progress):
+            train_multi(module, [(v, task.train) for v, task in zip(views, self.tasks)], cfg,
+                        derive_seed(self.cfg.seed, self.name))
         own = self.state["own"]
         own["trunk"] = state_to_cpu(trunk)
         own["heads"] = {j: state_to_cpu(v.head) for j, v in enumerate(views)}

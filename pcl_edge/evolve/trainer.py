@@ -6,6 +6,7 @@ an individual's identity, so a result does not depend on which worker ran it or 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import math
 import os
@@ -17,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._progress import progress
 from ..data import Split, Task
+
+# The label of a step progress bar for trainings run in this thread (None: no bar). Set by step_progress() around a
+# long training done in this process (an expert's final training, a baseline's); a worker process never sets it, so
+# proxy trainings in parallel keep their one bar per batch of candidates.
+_STEP_BAR: contextvars.ContextVar[str | None] = contextvars.ContextVar("pcl_edge_step_bar", default=None)
 
 
 def usable_cores() -> int:
@@ -41,6 +48,16 @@ def torch_threads(threads: int) -> Iterator[int]:
         yield n
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def step_progress(desc: str, enabled: bool = True) -> Iterator[None]:
+    """Trainings inside this block show a bar of their optimizer steps labelled ``desc`` (with ETA)."""
+    token = _STEP_BAR.set(desc if enabled else None)
+    try:
+        yield
+    finally:
+        _STEP_BAR.reset(token)
 
 
 def derive_seed(*parts: object) -> int:
@@ -127,7 +144,9 @@ def train_multi(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], c
     dev = next(module.parameters()).device  # data stays on the CPU; each batch moves to the model's device
     orders = [torch.empty(0, dtype=torch.long) for _ in views]
     losses = []
-    for step in range(total):
+    desc = _STEP_BAR.get()
+    steps = range(total) if desc is None else progress(range(total), desc=desc, unit="step")
+    for step in steps:
         k = step % len(views)
         forward, data = views[k]
         if orders[k].numel() < cfg.batch_size:

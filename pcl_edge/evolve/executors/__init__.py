@@ -13,6 +13,8 @@ R = TypeVar("R")
 
 
 class Executor(Protocol):
+    progress: bool  # progress bars shown (the learner's own long trainings follow it too)
+
     def map(self, fn: Callable[..., R], items: Sequence[T], desc: str = "", shared: dict | None = None) -> list[R]:
         """``[fn(item, **shared) for item in items]``, in the order of ``items`` whatever order they were computed
         in. ``shared`` holds what every call needs (a task's data): a distributed executor ships it once."""

@@ -89,7 +89,12 @@ class LocalExecutor:
 
     def map(self, fn: Callable[..., R], items: Sequence[T], desc: str = "", shared: dict | None = None) -> list[R]:
         shared = shared or {}
-        if self.workers <= 1 or len(items) <= 1:  # one candidate (an expert's training): no hand-over needed
+        if len(items) == 1:  # one training (an expert's): here, no hand-over, its steps as the progress bar
+            from ..trainer import step_progress
+
+            with step_progress(desc, enabled=self.progress):
+                return [fn(items[0], **shared)]
+        if self.workers <= 1:
             return [fn(item, **shared) for item in progress(items, desc=desc, unit="cand", enabled=self.progress)]
         pool = self._get_pool()
         futures: list[Future] = [pool.submit(fn, item, **shared) for item in items]
