@@ -313,9 +313,12 @@ def predictor_table(run: Path) -> str:
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, profile: str | Path | None = None,
                  measure: str | None = None, threads: int = 1) -> Path:
-    run = Path(run_dir)
+    from .evolve.rundir import RunDir
+
+    run = RunDir.open(run_dir)[0].path  # no such directory, or not a run: says which, as export does
     if not (run / "summary.json").is_file():
-        raise FileNotFoundError(f"{run} has no summary.json: finish (or --resume) the run before reporting")
+        raise FileNotFoundError(f"the run at {run} is not finished (no summary.json): continue it with "
+                                f"`pcl-edge evolve --resume {run}`, then report")
     summary = read_json(run / "summary.json")
     folder = Path(out) if out else run / "report"
     folder.mkdir(parents=True, exist_ok=True)

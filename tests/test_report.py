@@ -30,9 +30,13 @@ def test_report_is_one_self_contained_page(tmp_path, capsys):
 def test_report_needs_a_finished_run(tmp_path, capsys):
     from pcl_edge.cli import main
 
-    (tmp_path / "config.json").write_text("{}")
-    assert main(["-q", "report", str(tmp_path)]) == 2
-    assert "no summary.json" in capsys.readouterr().err
+    assert main(["-q", "report", str(tmp_path / "nope")]) == 2  # a path that is no run: what is missing, no --resume
+    err = capsys.readouterr().err
+    assert f"no run at {tmp_path / 'nope'}" in err and "--resume" not in err
+    (tmp_path / "config.json").write_text(json.dumps(preset_config("tiny", "digits").to_dict()))
+    assert main(["-q", "report", str(tmp_path)]) == 2  # an unfinished run: then --resume is the way on
+    err = capsys.readouterr().err
+    assert "not finished (no summary.json)" in err and f"--resume {tmp_path}" in err
 
 
 def test_report_predicts_and_measures_expert_latency(tmp_path):
