@@ -162,10 +162,12 @@ def test_every_inference_request_is_counted_by_outcome(server):
     assert int(float(errors.split()[-1])) >= 1
 
 
-def test_admin_needs_the_token_and_activates_a_new_bundle_while_serving(server, bundles):  # noqa: F811
+def test_admin_needs_the_token_and_activates_a_new_bundle_while_serving(server, bundles, caplog):  # noqa: F811
     url, router = server
     assert call(url, "/v2/repository/index", b"", method="POST")[0] == 401
     assert call(url, "/v2/repository/index", b"", {"Authorization": "Bearer wrong"}, "POST")[0] == 401
+    refused = [r.getMessage() for r in caplog.records if "refused admin call" in r.getMessage()]
+    assert len(refused) == 2 and not any("wrong" in m or TOKEN in m for m in refused)  # logged, never the token
     auth = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
     assert call(url, "/v2/repository/models/task_02/load", b"", auth, "POST")[0] == 200
     index = json.loads(call(url, "/v2/repository/index", b"", auth, "POST")[2])
@@ -239,11 +241,12 @@ def test_unknown_input_and_output_names_are_400_with_the_names_that_exist(server
     assert code == 400 and "probs" in json.loads(raw)["error"] and "logits" in json.loads(raw)["error"]
 
 
-def test_every_error_body_is_json_and_the_model_config_answers_as_triton_does(server):
+def test_every_error_body_is_json_and_the_model_config_answers_as_triton_does(server, caplog):
     url, _ = server
     for path, method, status in (("/v2/nothing/here", "GET", 404), ("/v2/models/1/infer", "GET", 405)):
         code, headers, raw = call(url, path, method=method)
         assert code == status and "error" in json.loads(raw)
+        assert any(f"{method} {path} -> {status}" in r.getMessage() for r in caplog.records)  # 4xx are logged
     code, _, raw = call(url, "/v2/models/task_02/config")
     cfg = json.loads(raw)
     assert code == 200 and cfg["name"] == "task_02" and cfg["input"][0]["dims"] == [1, 8, 8]

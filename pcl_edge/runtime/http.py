@@ -286,8 +286,9 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         Route("/v2/admin/rollback", admin(rollback), methods=["POST"]),
     ]
     async def http_error(request, exc):  # 404 / 405 and the like: the protocol's JSON body, never plain text
-        return JSONResponse({"error": exc.detail if isinstance(exc.detail, str) else str(exc.detail)},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, detail)
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     from starlette.exceptions import HTTPException
 
