@@ -162,7 +162,7 @@ def _export_parser(sub) -> None:
                        "  pcl-edge export runs/latest --out bundles/v2 --base bundles/v1   (only the new tasks)\n"
                        "  pcl-edge export runs/latest --out triton_repo --format triton",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (e.g. runs/latest)")
     p.add_argument("--out", required=True, help="new bundle directory, BUNDLE.tar, or Triton repository")
     p.add_argument("--base", help="previous bundle: keep its tasks byte-identical, export only newer ones")
     p.add_argument("--format", default="bundle", choices=["bundle", "triton"],
@@ -243,7 +243,7 @@ def _engines_parser(sub) -> None:
                        description="Engines are tied to the GPU and the TensorRT version, so they are built on the "
                        "device. Up-to-date engines (matching header) are reused; the timing cache is shared by all "
                        "tasks. The equivalent trtexec command is logged for each task.")
-    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
     _engine_args(p)
     p.add_argument("--calib-dir", help="int8: the task's calibration images (.jpg/.png/.npy, HWC uint8)")
     p.add_argument("--cache-dir", help="where engines live (default: BUNDLE.engines next to the bundle)")
@@ -447,7 +447,7 @@ def cmd_serve(args) -> int:
 
 def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="an HTML page (images embedded) and PNGs of a finished run")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (e.g. runs/latest)")
     p.add_argument("--out", help="folder for index.html and the PNGs (default RUN_DIR/report)")
     p.add_argument("--profile", help="predict every candidate's and expert's latency with this hardware profile "
                                      "(default: the run's --target, if it had one)")

@@ -50,6 +50,7 @@ def _visible_texts(fig) -> list:
         texts += [ax.title, *ax.texts]
         if ax.get_legend() is not None:
             texts += ax.get_legend().get_texts()
+    texts += fig.texts  # e.g. a caveat under the axes
     return [t for t in texts if isinstance(t, Text) and t.get_visible() and t.get_text().strip()]
 
 
@@ -173,10 +174,10 @@ def _caveat(summary: dict, prof, record: dict) -> str | None:
     return None
 
 
-# where a point's label may go (offset in points, horizontal alignment), nearest first
-_LABEL_SPOTS = [((5, 3), "left"), ((-5, 3), "right"), ((5, -10), "left"), ((-5, -10), "right"), ((5, 12), "left"),
-                ((-5, 12), "right"), ((5, -19), "left"), ((-5, -19), "right"), ((5, 21), "left"), ((-5, 21), "right"),
-                ((5, -28), "left"), ((-5, -28), "right")]
+# where a point's label may go (offset in points, horizontal alignment), nearest first: beside the point, then
+# stacked further up and down, so that a cluster of equal experts gets a readable column of labels
+_LABEL_SPOTS = [((dx, dy), "left" if dx > 0 else "right") for dy in (3, -10, 12, -19, 21, -28, 30, -37, 39, -46, 48)
+                for dx in (5, -5)]
 
 
 def _label_points(ax, points: list[tuple[float, float, str]]) -> None:
@@ -184,21 +185,26 @@ def _label_points(ax, points: list[tuple[float, float, str]]) -> None:
     points that lie close together (experts of equal latency) get their labels stacked, not on top of each other."""
     renderer = ax.figure.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
-    placed = [t.get_window_extent(renderer) for t in ax.texts]  # the caveat box
+    placed = [t.get_window_extent(renderer) for t in ax.texts]  # texts already there
     if ax.get_legend() is not None:
         placed.append(ax.get_legend().get_window_extent(renderer))
     for x, y, text in points:
+        best = None  # (overlap with placed labels in square pixels, spot) of the spots inside the axes
         for offset, ha in _LABEL_SPOTS:
             label = ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=7, ha=ha)
             box = label.get_window_extent(renderer)
-            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
-            if fits and not any(box.overlaps(other) for other in placed):
-                break
             label.remove()
-        else:  # nowhere free: the nearest spot, still readable beside the point
-            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 3), fontsize=7, ha="left")
-            box = label.get_window_extent(renderer)
-        placed.append(box)
+            if not (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1):
+                continue
+            overlap = sum(max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0)) * max(0.0, min(box.y1, o.y1) -
+                                                                                   max(box.y0, o.y0)) for o in placed)
+            if best is None or overlap < best[0]:
+                best = (overlap, offset, ha)
+            if overlap == 0:
+                break
+        offset, ha = (best[1], best[2]) if best else ((5, 3), "left")
+        label = ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=7, ha=ha)
+        placed.append(label.get_window_extent(renderer))
 
 
 def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str, ylabel: str,
@@ -218,10 +224,13 @@ def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str
     _log_ticks(ax.xaxis, lo, hi)
     _log_ticks(ax.yaxis, lo, hi)
     ax.legend(fontsize=7, loc="upper left")
-    if caveat:
-        ax.text(0.98, 0.02, caveat, transform=ax.transAxes, ha="right", va="bottom", fontsize=6.5, color="C3",
-                wrap=True, bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.85})
-    fig.tight_layout()
+    if caveat:  # under the axes, never over the points it is about
+        fig.text(0.5, 0.015, caveat, ha="center", va="bottom", fontsize=6.5, color="C3",
+                 bbox={"facecolor": "white", "edgecolor": "C3"})
+        fig.set_figheight(fig.get_figheight() + 0.45)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+    else:
+        fig.tight_layout()
     _label_points(ax, [(x, y, f"task {int(i)}") for i, x, y in zip(ids, pred, meas)])  # once the layout is final
     return _save(fig, path)
 

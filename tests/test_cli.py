@@ -98,3 +98,26 @@ def test_help_lists_the_options(capsys):
     for opt in ("--data", "--tasks", "--strategy", "--population", "--generations", "--preset", "--seed", "--out",
                 "--resume"):
         assert opt in out
+
+
+def test_every_option_of_every_sub_command_says_what_it_does_and_its_default():
+    import argparse
+
+    from pcl_edge.cli import build_parser
+
+    def parsers(p):
+        yield p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub in a.choices.values():
+                    yield from parsers(sub)
+
+    bad, seen = [], 0
+    for p in parsers(build_parser()):
+        for a in p._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)):
+                continue
+            seen += 1
+            if not (a.help or "").strip() or (a.default not in (None, False) and "default" not in a.help):
+                bad.append(f"{p.prog} {a.dest}")
+    assert seen > 50 and bad == []
