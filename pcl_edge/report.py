@@ -54,6 +54,19 @@ def _visible_texts(fig) -> list:
     return [t for t in texts if isinstance(t, Text) and t.get_visible() and t.get_text().strip()]
 
 
+def _overlap_area(a, b) -> float:
+    """Square pixels two boxes share (0 when apart or only touching)."""
+    from matplotlib.transforms import Bbox
+
+    inter = Bbox.intersection(a, b)
+    return 0.0 if inter is None else max(0.0, inter.width) * max(0.0, inter.height)
+
+
+def _inside(outer, box, slack: float = 0.0) -> bool:
+    return (outer.x0 - slack <= box.x0 and box.x1 <= outer.x1 + slack and outer.y0 - slack <= box.y0
+            and box.y1 <= outer.y1 + slack)
+
+
 def text_problems(fig) -> list[str]:
     """What a reader of the figure would stumble on: two texts whose boxes overlap (tick labels running into each
     other, an annotation over another), or a text cut off at the figure's edge. Empty when the figure reads well."""
@@ -63,10 +76,11 @@ def text_problems(fig) -> list[str]:
     page = fig.bbox
     out = []
     for i, (a, ba) in enumerate(boxes):
-        if ba.x0 < page.x0 - 1 or ba.y0 < page.y0 - 1 or ba.x1 > page.x1 + 1 or ba.y1 > page.y1 + 1:
+        if not _inside(page, ba, slack=1):
             out.append(f"{a.get_text()!r} is cut off at the figure's edge")
         for b, bb in boxes[i + 1:]:
-            if ba.overlaps(bb) and ba.intersection(ba, bb).width > 1 and ba.intersection(ba, bb).height > 1:
+            inter = ba.intersection(ba, bb)
+            if inter is not None and inter.width > 1 and inter.height > 1:
                 out.append(f"{a.get_text()!r} overlaps {b.get_text()!r}")
     return out
 
@@ -194,10 +208,9 @@ def _label_points(ax, points: list[tuple[float, float, str]]) -> None:
             label = ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=7, ha=ha)
             box = label.get_window_extent(renderer)
             label.remove()
-            if not (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1):
+            if not _inside(inside, box):
                 continue
-            overlap = sum(max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0)) * max(0.0, min(box.y1, o.y1) -
-                                                                                   max(box.y0, o.y0)) for o in placed)
+            overlap = sum(_overlap_area(box, o) for o in placed)
             if best is None or overlap < best[0]:
                 best = (overlap, offset, ha)
             if overlap == 0:

@@ -34,11 +34,12 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
     started = time.time()
     outcomes: Counter = Counter()  # (task label, outcome) of every inference request, whatever became of it
 
-    def error(exc: Exception, status: int | None = None, request: Request | None = None) -> JSONResponse:
+    def error(exc: Exception | str, status: int | None = None, request: Request | None = None,
+              headers: dict | None = None) -> JSONResponse:
         status = status or getattr(exc, "status", 500)
         if request is not None and status < 500:  # 4xx are logged (never bodies or tokens); 5xx log their trace
             log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-        return JSONResponse({"error": str(exc)}, status_code=status)
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
     def guarded(handler):
         """Every failure becomes an answer: protocol errors their status, anything else a 500 with its message;
@@ -286,9 +287,8 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         Route("/v2/admin/rollback", admin(rollback), methods=["POST"]),
     ]
     async def http_error(request, exc):  # 404 / 405 and the like: the protocol's JSON body, never plain text
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, detail)
-        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return error(exc.detail if isinstance(exc.detail, str) else str(exc.detail), exc.status_code, request,
+                     getattr(exc, "headers", None))
 
     from starlette.exceptions import HTTPException
 
