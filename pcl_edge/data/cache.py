@@ -32,14 +32,23 @@ def file_signature(paths: Iterable[Path]) -> str:
     return h.hexdigest()[:20]
 
 
-def cached_pool(kind: str, signature: str, load: Callable[[], Pool]) -> Pool:
+def cached(kind: str, signature: str) -> Pool | None:
+    """The cached pool, or None when there is none (or it is damaged: it is then rebuilt, never trusted)."""
     path = cache_dir() / f"{kind}-{signature}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:
                 return _from_arrays(z)
-        except (OSError, ValueError, KeyError) as exc:  # a damaged cache is rebuilt, never trusted
+        except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable cache %s (%s)", path, exc)
+    return None
+
+
+def cached_pool(kind: str, signature: str, load: Callable[[], Pool]) -> Pool:
+    pool = cached(kind, signature)
+    if pool is not None:
+        return pool
+    path = cache_dir() / f"{kind}-{signature}.npz"
     pool = load()
     arrays = {"x_train": pool.x_train, "y_train": pool.y_train, "class_names": np.asarray(pool.class_names)}
     if pool.has_test:

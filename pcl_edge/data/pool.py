@@ -29,3 +29,27 @@ class Pool:
     @property
     def has_test(self) -> bool:
         return self.x_test is not None
+
+
+def resize_image(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One uint8 HWC image resized to (H, W) (bilinear; PIL antialiases when it shrinks), as torchvision's
+    ``Resize((h, w))`` does: no crop, the aspect ratio follows the target."""
+    from PIL import Image
+
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    out = np.asarray(im.resize((w, h), Image.Resampling.BILINEAR))
+    return out[..., None] if out.ndim == 2 else out
+
+
+def resize_pool(pool: Pool, size: tuple[int, int] | None) -> Pool:
+    """``pool`` with every image at (H, W); the pool itself when it already is (or no size is asked)."""
+    if size is None or tuple(pool.x_train.shape[1:3]) == tuple(size):
+        return pool
+
+    def resize(x: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None else np.stack([resize_image(a, size) for a in x])
+
+    return Pool(resize(pool.x_train), pool.y_train, pool.class_names, resize(pool.x_test), pool.y_test)

@@ -1,50 +1,15 @@
-"""Cut a source's pool into a task stream: task spec -> classes -> seeded stratified val/test splits."""
+"""Cut sources into a task stream: task plan -> classes -> seeded stratified val/test splits."""
 
 from __future__ import annotations
 
-import re
+import hashlib
 
 import numpy as np
 
+from .plan import TaskDef, extend_plan, parse_task_spec  # noqa: F401  (parse_task_spec: re-exported)
 from .pool import Pool
 from .sources import DataError, load_pool
 from .task import InputSpec, Split, Task, TaskStream
-
-
-def parse_task_spec(spec: str | None, class_names: tuple[str, ...]) -> list[tuple[int, ...]]:
-    """``None``: 5 tasks of consecutive classes; ``NxK``: N tasks of K consecutive classes;
-    ``a,b/c,d/...``: explicit class lists (indices or class names), one task per ``/``."""
-    n = len(class_names)
-    spec = (spec or "").strip()
-    if not spec:
-        if n % 5:
-            raise DataError(f"{n} classes do not split into 5 equal tasks; pass --tasks NxK or explicit lists")
-        spec = f"5x{n // 5}"
-    m = re.fullmatch(r"(\d+)x(\d+)", spec)
-    if m:
-        num, per = int(m[1]), int(m[2])
-        if num < 1 or per < 2 or num * per > n:
-            raise DataError(f"task spec {spec!r} needs {num * per} classes (>= 2 per task); the data has {n}")
-        return [tuple(range(t * per, (t + 1) * per)) for t in range(num)]
-    index = {name: i for i, name in enumerate(class_names)}
-    tasks: list[tuple[int, ...]] = []
-    for group in spec.split("/"):
-        classes = []
-        for tok in filter(None, (t.strip() for t in group.split(","))):
-            if tok in index:
-                classes.append(index[tok])
-            elif tok.isdigit() and int(tok) < n:
-                classes.append(int(tok))
-            else:
-                raise DataError(f"task spec names class {tok!r}, which the data lacks; classes are "
-                                f"0..{n - 1} or {list(class_names)[:12]}")
-        if len(set(classes)) < 2 or len(set(classes)) != len(classes):
-            raise DataError(f"task {group!r} in spec {spec!r} needs >= 2 distinct classes")
-        tasks.append(tuple(classes))
-    seen = [c for t in tasks for c in t]
-    if len(seen) != len(set(seen)):
-        raise DataError(f"task spec {spec!r} puts a class in two tasks; tasks must be disjoint")
-    return tasks
 
 
 def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -60,41 +25,75 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -
 
 def build_stream(source: str = "digits", tasks: str | None = None, seed: int = 0, *,
                  test_fraction: float = 0.2, val_fraction: float = 0.15) -> TaskStream:
+    """A new stream: ``tasks`` (a spec, ``plan.parse_task_spec``) cut from one source."""
     pool = load_pool(source)
     return stream_from_pool(pool, source, tasks, seed, test_fraction=test_fraction, val_fraction=val_fraction)
 
 
+def plan_stream(source: str, tasks: str | None = None) -> list[TaskDef]:
+    """The task plan of a new stream (what a run records in tasks.json), without its data."""
+    return extend_plan([], source, load_pool(source).class_names, tasks, default="5")
+
+
 def stream_from_pool(pool: Pool, name: str, tasks: str | None = None, seed: int = 0, *,
                      test_fraction: float = 0.2, val_fraction: float = 0.15) -> TaskStream:
-    groups = parse_task_spec(tasks, pool.class_names)
-    # Test and validation are carved with their own seeded streams so that changing the task spec never
-    # moves an image between train and test.
-    rng_test = np.random.default_rng([seed, 1])
-    rng_val = np.random.default_rng([seed, 2])
-    if pool.has_test:
-        x_tr, y_tr, x_te, y_te = pool.x_train, pool.y_train, pool.x_test, pool.y_test
-        how = "the source's own test split"
-    else:
-        keep, held = stratified_split(pool.y_train, test_fraction, rng_test)
-        x_tr, y_tr, x_te, y_te = pool.x_train[keep], pool.y_train[keep], pool.x_train[held], pool.y_train[held]
-        how = (f"carved from the source's training data: {test_fraction:.0%} of every class, stratified, "
-               f"seed {seed} (the source has no test split)")
+    plan = extend_plan([], name, pool.class_names, tasks, default="5")
+    return stream_from_plan(plan, seed, test_fraction=test_fraction, val_fraction=val_fraction,
+                            pools={plan[0].source: pool})
+
+
+def stream_from_plan(plan: list[TaskDef], seed: int = 0, *, test_fraction: float = 0.2, val_fraction: float = 0.15,
+                     size: tuple[int, int] | None = None, pools: dict[str, Pool] | None = None) -> TaskStream:
+    """Every task of ``plan`` (ids 1..T in order) with its splits. Each source's test split is carved once, from the
+    whole pool (seed only), so no task spec moves an image between train and test; each task's validation split is
+    carved from the task's own identity (seed, source, classes), so a task gets the same data whether it was
+    planned with the run or added months later. ``size`` (H, W) resizes sources of another size."""
+    pools = dict(pools or {})
+    carved: dict[str, tuple] = {}
     out = []
-    for tid, classes in enumerate(groups, start=1):
+    for tid, td in enumerate(plan, start=1):
+        if td.source not in carved:
+            pool = pools.get(td.source) or load_pool(td.source, size=size)
+            if tuple(pool.class_names[c] for c in td.classes) != td.class_names:
+                raise DataError(f"task {tid}: {td.source} no longer has the classes {list(td.class_names)} at "
+                                f"{list(td.classes)} (the data changed since the task was planned)")
+            carved[td.source] = _carve_test(pool, seed, test_fraction)
+        x_tr, y_tr, x_te, y_te, _ = carved[td.source]
+        classes = td.classes
         sel_tr, sel_te = np.isin(y_tr, classes), np.isin(y_te, classes)
-        remap = np.full(max(len(pool.class_names), 1), -1, np.int64)
+        remap = np.full(max(int(y_tr.max(initial=0)), *classes) + 1, -1, np.int64)
         remap[list(classes)] = np.arange(len(classes))
         xt, yt = x_tr[sel_tr], remap[y_tr[sel_tr]]
         if len(np.unique(yt)) < len(classes):
-            raise DataError(f"task {tid} classes {classes} have no training images in {name}")
+            raise DataError(f"task {tid} classes {list(td.class_names)} have no training images in {td.source}")
+        rng_val = np.random.default_rng(_task_seed(seed, "val", td))
         fit_idx, val_idx = stratified_split(yt, val_fraction, rng_val)
-        spec = _input_spec(xt[fit_idx])
-        out.append(Task(id=tid, classes=tuple(classes), class_names=tuple(pool.class_names[c] for c in classes),
+        out.append(Task(id=tid, classes=tuple(classes), class_names=td.class_names, source=td.source,
                         train=Split(xt[fit_idx], yt[fit_idx]), val=Split(xt[val_idx], yt[val_idx]),
-                        test=Split(x_te[sel_te], remap[y_te[sel_te]]), spec=spec))
-    summary = {"source": name, "num_classes": len(pool.class_names), "tasks": [list(g) for g in groups],
-               "val_fraction": val_fraction, "test_fraction": None if pool.has_test else test_fraction}
-    return TaskStream(name=name, tasks=tuple(out), test_split=how, summary=summary)
+                        test=Split(x_te[sel_te], remap[y_te[sel_te]]), spec=_input_spec(xt[fit_idx])))
+    hows = {how for *_, how in carved.values()}
+    how = hows.pop() if len(hows) == 1 else "; ".join(f"{s}: {c[-1]}" for s, c in carved.items())
+    sources = list(dict.fromkeys(td.source for td in plan))
+    summary = {"sources": sources, "tasks": [td.to_dict() for td in plan], "val_fraction": val_fraction,
+               "test_fraction": test_fraction}
+    return TaskStream(name=" + ".join(sources), tasks=tuple(out), test_split=how, summary=summary)
+
+
+def _carve_test(pool: Pool, seed: int, test_fraction: float) -> tuple:
+    """(x_train, y_train, x_test, y_test, how) of a source: its own test split, or one carved with (seed, 1)."""
+    if pool.has_test:
+        return pool.x_train, pool.y_train, pool.x_test, pool.y_test, "the source's own test split"
+    keep, held = stratified_split(pool.y_train, test_fraction, np.random.default_rng([seed, 1]))
+    how = (f"carved from the source's training data: {test_fraction:.0%} of every class, stratified, seed {seed} "
+           "(the source has no test split)")
+    return pool.x_train[keep], pool.y_train[keep], pool.x_train[held], pool.y_train[held], how
+
+
+def _task_seed(seed: int, purpose: str, td: TaskDef) -> int:
+    """A stable seed from a task's identity (its source's kind, not where the files lie, and its class names)."""
+    kind = td.source.partition(":")[0]
+    h = hashlib.sha256("/".join([str(seed), purpose, kind, *td.class_names]).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
 
 
 def _input_spec(x: np.ndarray) -> InputSpec:

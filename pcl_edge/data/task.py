@@ -52,6 +52,7 @@ class Task:
     val: Split  # carved from the source's TRAIN data; what fitness sees
     test: Split  # only for the accuracy matrix after an expert is frozen
     spec: InputSpec
+    source: str = ""  # where its images come from (``plan.TaskDef.source``)
 
     @property
     def num_classes(self) -> int:

@@ -1,7 +1,7 @@
 """The PCL loop, selection, trainer, executors and baseline strategies."""
 
-from .api import evolve
+from .api import evolve, learn
 from .config import PRESETS, ConfigError, EvolveConfig, preset_config
 from .rundir import RunDir, RunDirError
 
-__all__ = ["PRESETS", "ConfigError", "EvolveConfig", "RunDir", "RunDirError", "evolve", "preset_config"]
+__all__ = ["PRESETS", "ConfigError", "EvolveConfig", "RunDir", "RunDirError", "evolve", "learn", "preset_config"]

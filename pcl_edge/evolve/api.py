@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import build_stream
+from ..data import DataError, TaskDef, extend_plan, load_pool, normalize_source, plan_stream, stream_from_plan
 from .candidate import failed_candidate
 from .config import ConfigError, EvolveConfig
 from .executors import create_executor
@@ -51,36 +51,124 @@ def evolve(cfg: EvolveConfig | None = None, out: str | os.PathLike | None = None
         return _evolve(cfg, out, resume, executor, progress, on_task_end, executor_options)
 
 
+def learn(run_dir: str | os.PathLike, data: str | None = None, tasks: str | None = None, *, executor: str = "local",
+          progress: bool = True, on_task_end: Callable | None = None, executor_options: dict | None = None,
+          dry_run: bool = False) -> dict:
+    """Add tasks to a finished or interrupted run and learn them, from the run's stored population (its weights, the
+    performance predictor's history, objectives and latency target carry on); earlier experts are never touched.
+
+    ``data``: the source of the new tasks (default: the run's own, for further classes); images of another size are
+    resized to the run's input, another channel count is an error. ``tasks``: a task spec (``NxK`` counts classes
+    not learned yet; default: one task of every class of ``data`` the run has not learned). ``dry_run``: check and
+    describe the new tasks, learn nothing. Returns the run's summary (``dry_run``: the tasks it would add)."""
+    from .._progress import console_logging
+
+    with console_logging(progress):
+        return _learn(run_dir, data, tasks, executor, progress, on_task_end, executor_options, dry_run)
+
+
 def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str | os.PathLike | None,
             executor: str, progress: bool, on_task_end: Callable | None, executor_options: dict | None) -> dict:
     """The run itself (``evolve`` without the console).
 
     ``executor`` ("local" or "ray") is not part of the run's configuration: it changes where candidates train, not
     what they compute, so a run may be resumed under another executor."""
+    run_options = dict(executor=executor, progress=progress, on_task_end=on_task_end,
+                       executor_options=executor_options)
     if resume is not None:
         run, stored = RunDir.open(resume)
         if cfg is not None and cfg != stored:
             raise RunDirError(f"{resume} was made with a different configuration; resume it without overrides")
-        done = run.summary()
-        if done is not None:  # a finished run: check its archive, say so and change nothing
-            for task_id in run.expert_ids():
-                run.verify_expert(task_id)
-            log.info("%s is complete (%d tasks, ACC %.4f): nothing to resume", run.path, len(done.get("tasks", [])),
-                     done.get("acc", float("nan")))
-            return done
-        cfg = stored
-        run.clean_partial()
+        with run.lock():
+            done = run.summary()
+            if run.finished():  # a finished run: check its archive, say so and change nothing
+                for task_id in run.expert_ids():
+                    run.verify_expert(task_id)
+                log.info("%s is complete (%d tasks, ACC %.4f): nothing to resume (pcl-edge learn adds tasks)",
+                         run.path, len(done.get("tasks", [])), done.get("acc", float("nan")))
+                return done
+            cfg = stored.validate()
+            run.clean_partial()
+            plan, shape = run_plan(run, cfg)
+            stream = stream_from_plan(plan, cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
+                                      size=shape[1:])
+            if run.read_plan() is None:  # a run from before plans were kept: record the one its config implies
+                run.write_plan(plan, shape)
+            check_latency_budget(cfg, stream)
+            return _run(cfg, stream, run, **run_options)
     cfg = (cfg or EvolveConfig()).validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    stream = build_stream(cfg.data, cfg.tasks, cfg.seed, test_fraction=cfg.test_fraction,
-                          val_fraction=cfg.val_fraction)  # data errors surface before anything is written
+    pool = load_pool(cfg.data)
+    plan = extend_plan([], cfg.data, pool.class_names, cfg.tasks, default="5")
+    stream = stream_from_plan(plan, cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
+                              pools={plan[0].source: pool})  # data errors surface before anything is written
     check_latency_budget(cfg, stream)
-    if resume is None:
-        run = RunDir.create(out or default_out(cfg), cfg)
+    run = RunDir.create(out or default_out(cfg), cfg)
+    with run.lock():
+        run.write_plan(plan, stream.tasks[0].spec.shape)
         if out is None:
             _link_latest(run.path)
         run.event("start", strategy=cfg.strategy, data=cfg.data, test_split=stream.test_split)
+        return _run(cfg, stream, run, **run_options)
+
+
+def run_plan(run: RunDir, cfg: EvolveConfig) -> tuple[list[TaskDef], tuple[int, int, int]]:
+    """The run's task plan and input shape (C, H, W); a run made before plans were kept gets the one its config
+    implies."""
+    stored = run.read_plan()
+    if stored is not None:
+        return stored
+    plan = plan_stream(cfg.data, cfg.tasks)
+    first = stream_from_plan(plan[:1], cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
+    return plan, tuple(first.tasks[0].spec.shape)
+
+
+def _learn(run_dir: str | os.PathLike, data: str | None, tasks: str | None, executor: str, progress: bool,
+           on_task_end: Callable | None, executor_options: dict | None, dry_run: bool) -> dict:
+    run, cfg = RunDir.open(run_dir)
+    if not get_strategy(cfg.strategy).sequential:
+        raise RunDirError(f"{run.path} is a {cfg.strategy} run: it trains every task at once, so it cannot learn more "
+                          "tasks; start a new run")
+    cfg = cfg.validate()
+    with run.lock():
+        plan, shape = run_plan(run, cfg)
+        state = run.load_state()
+        learned = state["task"] if state else 0
+        source = normalize_source(data) if data else plan[0].source
+        pool = load_pool(source, size=shape[1:])
+        if pool.x_train.shape[3] != shape[0]:
+            raise DataError(f"{source} has {pool.x_train.shape[3]}-channel images; this run's tasks take "
+                            f"{shape[0]} channel(s) ({'x'.join(map(str, shape))}): convert the images")
+        try:
+            new = extend_plan(plan, source, pool.class_names, tasks, default="rest")
+        except DataError as exc:
+            pending = len(plan) - learned
+            hint = (f" (tasks {learned + 1}-{len(plan)} are planned and not learned yet: pcl-edge evolve --resume "
+                    f"{run.path} finishes them)") if pending > 0 else ""
+            raise DataError(f"{exc}{hint}") from None
+        full = plan + new
+        stream = stream_from_plan(full, cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
+                                  size=shape[1:], pools={source: pool})
+        check_latency_budget(cfg, stream)
+        added = [{"id": t.id, "source": t.source, "classes": list(t.classes), "class_names": list(t.class_names),
+                  "train": len(t.train), "val": len(t.val), "test": len(t.test)} for t in stream.tasks[len(plan):]]
+        if dry_run:
+            return {"run_dir": str(run.path), "learned": learned, "planned": len(plan), "new_tasks": added}
+        run.clean_partial()
+        run.write_plan(full, shape)
+        run.event("learn", tasks=added)
+        log.info("%s: learning tasks %s (%s) after %d learned", run.path, [t["id"] for t in added], source, learned)
+        real = run.path.resolve()
+        if (real.parent / "latest").is_symlink():  # runs/latest follows the run written last
+            _link_latest(real)
+        return _run(cfg, stream, run, executor=executor, progress=progress, on_task_end=on_task_end,
+                    executor_options=executor_options)
+
+
+def _run(cfg: EvolveConfig, stream, run: RunDir, executor: str, progress: bool, on_task_end: Callable | None,
+         executor_options: dict | None) -> dict:
+    """Learn every planned task the state has not finished, then write the summary."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     log.info("run directory %s; %d tasks from %s; test split: %s", run.path, len(stream), stream.name,
              stream.test_split)
     options = dict(executor_options or {})
@@ -98,4 +186,4 @@ def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str
     return summary
 
 
-__all__ = ["ConfigError", "RunDirError", "evolve"]
+__all__ = ["ConfigError", "RunDirError", "evolve", "learn"]

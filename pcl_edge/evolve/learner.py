@@ -46,7 +46,19 @@ class Learner:
                                 "records": {}, "own": {}}
         if self.state.get("version") != STATE_VERSION or self.state.get("strategy") != self.name:
             raise ValueError(f"{run.state_path} belongs to another strategy or version; start a new run")
+        self._grow(T)
         self._t0 = time.perf_counter()
+
+    def _grow(self, T: int) -> None:
+        """Tasks added to the run (``pcl-edge learn``): the accuracy matrix gains rows and columns, old values stay."""
+        R, b = self.state["R"], self.state["b"]
+        if len(R) > T:
+            raise ValueError(f"{self.run.state_path} holds {len(R)} tasks but the run plans {T}; the plan was cut")
+        if len(R) < T:
+            grown = np.full((T, T), np.nan)
+            grown[: len(R), : len(R)] = R
+            self.state["R"] = grown
+            self.state["b"] = np.concatenate([b, np.full(T - len(b), np.nan)])
 
     # -- to implement -------------------------------------------------------------------------------------------
     def learn_task(self, t: int) -> None:
@@ -116,12 +128,14 @@ class Learner:
         tasks = []
         for t, task in enumerate(self.stream.tasks):
             rec = self.task_record(t)
-            tasks.append({"id": task.id, "classes": list(task.classes), "class_names": list(task.class_names),
+            tasks.append({"id": task.id, "source": task.source, "classes": list(task.classes),
+                          "class_names": list(task.class_names),
                           "genome": rec.get("genome"), "params": rec.get("params"), "val_acc": rec.get("val_acc"),
                           "test_acc": float(R[t if self.sequential else -1, t]), "search_s": rec.get("search_s"),
                           "train_s": rec.get("train_s")})
         clean = lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else round(float(v), 6)  # noqa
-        return {"strategy": self.name, "data": self.cfg.data, "seed": self.cfg.seed, "preset": self.cfg.preset,
+        return {"strategy": self.name, "data": self.cfg.data, "sources": self.stream.summary.get("sources"),
+                "seed": self.cfg.seed, "preset": self.cfg.preset,
                 **{k: clean(v) for k, v in metrics.items()}, "wall_s": round(self.state["wall_s"], 2),
                 "test_split": self.stream.test_split, "tasks": tasks,
                 "accuracy_matrix": [[clean(v) for v in row] for row in R],
@@ -152,7 +166,8 @@ class ExpertLearner(Learner):
         task, spec = self.stream.tasks[t], self.stream.tasks[t].spec
         test_acc = evaluate(net, self.tasks[t].test)  # reporting only: the expert is already chosen and trained
         meta = {"in_channels": spec.shape[0], "num_classes": task.num_classes, "classes": list(task.classes),
-                "class_names": list(task.class_names), "input_spec": spec.to_dict(), "test_acc": test_acc,
+                "class_names": list(task.class_names), "source": task.source, "input_spec": spec.to_dict(),
+                "test_acc": test_acc,
                 **record}
         self.run.archive_expert(task.id, str(net.genome), state_to_cpu(net), meta)
         self.run.event("expert", task=task.id, genome=str(net.genome), **{k: v for k, v in record.items()},

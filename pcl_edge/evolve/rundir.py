@@ -1,6 +1,7 @@
 """The run directory: what a person opens after a run, and what ``--resume`` reads.
 
     config.json            the resolved configuration
+    tasks.json             the task plan: source and classes of every task, in order (``pcl-edge learn`` appends)
     events.jsonl           one JSON object per event (generation, expert, task, resume ...)
     state.pt               the whole search state, rewritten atomically after every generation
     accuracy_matrix.csv    R[i, j], test accuracy on task j after learning task i
@@ -10,11 +11,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,59 @@ class RunDir:
         except (json.JSONDecodeError, ConfigError, TypeError) as exc:
             raise RunDirError(f"{rd.path}/config.json is unreadable: {exc}") from None
         return rd, cfg
+
+    # -- one writer at a time -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for writing (an advisory lock on ``.lock``, released by the kernel even after kill -9);
+        a second writer gets one clear error instead of interleaving its state with ours."""
+        import fcntl
+
+        fh = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the whole block
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                fh.seek(0)
+                who = fh.read().strip() or "?"
+                raise RunDirError(f"{self.path} is being written by another process (pid {who}); wait for it to "
+                                  "finish or stop it, then try again") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            yield
+        finally:
+            fh.close()
+
+    # -- the task plan ------------------------------------------------------------------------------------------
+    @property
+    def plan_path(self) -> Path:
+        return self.path / "tasks.json"
+
+    def read_plan(self) -> tuple[list, tuple[int, int, int]] | None:
+        """(task plan, input shape C x H x W), or None for a run made before plans were kept (its config says)."""
+        from ..data import DataError, TaskDef
+
+        if not self.plan_path.is_file():
+            return None
+        try:
+            raw = read_json(self.plan_path)
+            return [TaskDef.from_dict(t) for t in raw["tasks"]], tuple(int(v) for v in raw["input_shape"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, DataError) as exc:
+            raise RunDirError(f"{self.plan_path} is unreadable: {exc}") from None
+
+    def write_plan(self, plan: list, input_shape: tuple[int, int, int]) -> None:
+        write_json(self.plan_path, {"version": 1, "input_shape": list(input_shape),
+                                    "tasks": [{"id": i + 1, **t.to_dict()} for i, t in enumerate(plan)]})
+
+    def finished(self) -> bool:
+        """Every planned task learned and summarised (a run that ``learn`` extended is unfinished until then)."""
+        s = self.summary()
+        plan = self.read_plan()
+        return s is not None and (plan is None or len(s.get("tasks", [])) >= len(plan[0]))
 
     # -- logs ---------------------------------------------------------------------------------------------------
     def event(self, kind: str, **data: Any) -> None:

@@ -56,10 +56,10 @@ def _load(kind: str, path: str | None) -> Pool:
 
 
 @SOURCES.register("cifar10")
-def load_cifar10_pool(path: str | None) -> Pool:
+def load_cifar10_pool(path: str | None, size: tuple[int, int] | None = None) -> Pool:
     return _load("cifar10", path)
 
 
 @SOURCES.register("cifar100")
-def load_cifar100_pool(path: str | None) -> Pool:
+def load_cifar100_pool(path: str | None, size: tuple[int, int] | None = None) -> Pool:
     return _load("cifar100", path)

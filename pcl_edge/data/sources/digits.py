@@ -9,7 +9,7 @@ from . import SOURCES, DataError
 
 
 @SOURCES.register("digits")
-def load_digits_pool(path: str | None) -> Pool:
+def load_digits_pool(path: str | None, size: tuple[int, int] | None = None) -> Pool:
     if path:
         raise DataError("the digits source ships inside scikit-learn and takes no path; use --data digits")
     from sklearn.datasets import load_digits

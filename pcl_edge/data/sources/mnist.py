@@ -33,7 +33,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 @SOURCES.register("mnist")
-def load_mnist_pool(path: str | None) -> Pool:
+def load_mnist_pool(path: str | None, size: tuple[int, int] | None = None) -> Pool:
     if not path:
         raise DataError("mnist needs a path: --data mnist:/path/to/idx-files")
     root = Path(path).expanduser().resolve()
