@@ -57,15 +57,20 @@ def _evolve_parser(sub) -> None:
     p.add_argument("--perf-predictor", help="performance predictor that screens children: pairwise (default) | ridge")
     p.add_argument("--threads", type=int, help="torch threads of every training (default: 1 per proxy training, "
                                                "every usable core for an expert's)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="local executor: processes training candidates side by side (default 0: one per usable "
-                        "core, or $PCL_EDGE_WORKERS; 1: in this process); same results either way")
     p.add_argument("--target", help="hardware profile YAML (e.g. hw_profiles/jetson-orin-nano-8gb.yaml): predicted "
                                     "latency becomes an objective")
     p.add_argument("--latency-budget", type=float, metavar="MS", help="experts must meet MS (minus the margin)")
     p.add_argument("--latency-margin", type=float, help="safety margin on the budget (default 0.10)")
     p.add_argument("--out", help="run directory to create (must not exist or be empty)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its stored configuration")
+    _executor_args(p)
+
+
+def _executor_args(p) -> None:
+    """Where candidates train: evolve and learn take the same options."""
+    p.add_argument("--workers", type=int, default=0,
+                   help="local executor: processes training candidates side by side (default 0: one per usable "
+                        "core, or $PCL_EDGE_WORKERS; 1: in this process); same results either way")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="where candidates train: this machine's worker processes (local, default; see --workers) or "
                         "Ray tasks; same results either way")
@@ -110,14 +115,18 @@ def _explicit(args) -> list[str]:
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
 
 
-def cmd_evolve(args) -> int:
-    from .evolve import evolve
-
+def _run_options(args) -> dict:
     options = {"workers": args.workers} if args.executor == "local" else {}
     if args.executor == "ray":
         options = {"address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
                    "gpus_per_trial": args.gpus_per_trial}
-    run = {"progress": not args.quiet, "executor": args.executor, "executor_options": options}
+    return {"progress": not args.quiet, "executor": args.executor, "executor_options": options}
+
+
+def cmd_evolve(args) -> int:
+    from .evolve import evolve
+
+    run = _run_options(args)
     if args.resume:
         given = _explicit(args)
         if given:
@@ -127,6 +136,52 @@ def cmd_evolve(args) -> int:
     else:
         summary = evolve(_config_from_args(args), out=args.out, **run)
     sys.stdout.write(format_summary(summary))
+    return 0
+
+
+_LEARN_HELP = """\
+Add tasks to a finished or interrupted run and learn them from its stored population: the population with its
+weights, the performance predictor's history, the objectives and the latency target carry on; earlier experts are
+never touched (their sha256 is checked before and after). Learning tasks in several calls gives the same experts as
+learning them in one (same seed, data and recipe).
+
+A new task may come from the run's own source (further classes) or from another one (an image folder of any size,
+resized to the run's input; the channel count must match). Tasks of one source are disjoint; a task of another
+source may reuse class names (every task has its own head and expert: "same classes, new conditions").
+
+examples:
+  pcl-edge learn runs/latest --tasks 2x2                        (the next 2 tasks of 2 classes of the run's data)
+  pcl-edge learn runs/latest --data imagefolder:site_b --tasks cat,dog
+  pcl-edge learn runs/latest --data imagefolder:site_b --dry-run   (what would be added; nothing is learned)
+then export the grown run against the bundle the device has:
+  pcl-edge export runs/latest --out bundles/v2.tar --base bundles/v1.tar --sign-key keys/release.key
+"""
+
+
+def _learn_parser(sub) -> None:
+    p = sub.add_parser("learn", help="add tasks to a run and learn them (the stream stays open)",
+                       description=_LEARN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished or interrupted run (e.g. runs/latest)")
+    p.add_argument("--data", help="source of the new tasks (default: the run's own): digits | imagefolder:PATH | "
+                                  "cifar10:PATH | cifar100:PATH | mnist:PATH")
+    p.add_argument("--tasks", help="NxK (N tasks of K classes not yet learned, in order) or explicit lists 'a,b/c,d' "
+                                   "(indices or class names); default: one task of every class not yet learned")
+    p.add_argument("--dry-run", action="store_true", help="check the source and list the tasks that would be added "
+                                                          "(their split sizes); learn nothing")
+    _executor_args(p)
+
+
+def cmd_learn(args) -> int:
+    from .evolve import learn
+
+    out = learn(args.run_dir, args.data, args.tasks, dry_run=args.dry_run, **_run_options(args))
+    if args.dry_run:
+        rows = [f"{out['run_dir']}: {out['learned']} tasks learned, {out['planned']} planned; would add:"]
+        rows += [f"  task {t['id']}: {','.join(t['class_names'])} from {t['source']} (train {t['train']}, val "
+                 f"{t['val']}, test {t['test']})" for t in out["new_tasks"]]
+        sys.stdout.write("\n".join(rows) + "\n")
+        return 0
+    sys.stdout.write(format_summary(out))
     return 0
 
 
@@ -516,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _evolve_parser(sub)
+    _learn_parser(sub)
     _export_parser(sub)
     _bundle_parser(sub)
     _keygen_parser(sub)
@@ -527,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"evolve": cmd_evolve, "export": cmd_export, "bundle": cmd_bundle, "keygen": cmd_keygen,
+COMMANDS = {"evolve": cmd_evolve, "learn": cmd_learn, "export": cmd_export, "bundle": cmd_bundle, "keygen": cmd_keygen,
             "build-engines": cmd_build_engines, "profile": cmd_profile, "serve": cmd_serve, "push": cmd_push,
             "report": cmd_report}
 

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from pcl_edge.evolve import evolve, preset_config
+from pcl_edge.evolve import evolve, learn, preset_config
 from pcl_edge.export import export_bundle
 from pcl_edge.runtime import BadRequest, Router, ServiceUnavailable, UnknownTask
 
@@ -14,15 +14,13 @@ pytest.importorskip("onnxruntime", reason="the runtime tests run bundles with on
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
+    """The loop as a user runs it: tasks 1-3 learned and exported (v0, version 1), tasks 4-5 learned later in the same
+    run and exported against v0 (v1, version 2: tasks 1-3 byte-identical)."""
     root = tmp_path_factory.mktemp("rt")
-    evolve(preset_config("tiny", "digits", tasks="5x2"), out=root / "run", progress=False)
-    export_bundle(root / "run", root / "v1")
-    early = root / "early"  # the same run before tasks 4-5: a smaller, older bundle
-    shutil.copytree(root / "run", early)
-    for t in (4, 5):
-        shutil.rmtree(early / "experts" / f"task_{t:02d}")
-    (early / "summary.json").unlink()
-    export_bundle(early, root / "v0")
+    evolve(preset_config("tiny", "digits", tasks="3x2"), out=root / "run", progress=False)
+    export_bundle(root / "run", root / "v0")
+    learn(root / "run", tasks="2x2", progress=False)
+    export_bundle(root / "run", root / "v1", base=root / "v0")
     return root
 
 
@@ -39,7 +37,7 @@ def test_routes_by_id_and_name_and_matches_the_expert(bundles):
     raw = ort.InferenceSession(str(bundles / "v1" / "models" / "task_03.onnx")).run(None, {"input": x_for(4)})[0]
     np.testing.assert_array_equal(a.logits, raw)
     np.testing.assert_array_equal(b.logits, raw)
-    assert a.top_k[0][0][0] in ("4", "5") and len(a.top_k[0]) == 2 and a.bundle_version == 1
+    assert a.top_k[0][0][0] in ("4", "5") and len(a.top_k[0]) == 2 and a.bundle_version == 2
     assert abs(sum(p for _, p in a.top_k[0]) - 1) < 1e-5  # two classes: the probabilities sum to one
 
 
@@ -130,7 +128,7 @@ def test_update_without_downtime_under_load(bundles):
     done.set()
     for t in threads:
         t.join()
-    assert errors == [] and manifest["bundle_version"] == 1 and r.infer(5, x_for()).logits.shape == (1, 2)
+    assert errors == [] and manifest["bundle_version"] == 2 and r.infer(5, x_for()).logits.shape == (1, 2)
 
 
 def test_a_failing_bundle_is_refused_and_the_old_one_keeps_serving(bundles, tmp_path):
@@ -151,6 +149,7 @@ def test_a_failing_bundle_is_refused_and_the_old_one_keeps_serving(bundles, tmp_
 
     m = json.loads((broken / "manifest.json").read_text())
     m["tasks"][1]["sha256"] = sha256_bytes(b"not onnx")
+    m["bundle_version"] += 1  # newer than the active one: what decides is the self-test
     (broken / "manifest.json").write_text(json.dumps(seal({k: v for k, v in m.items() if k != "manifest_sha256"})))
     with pytest.raises(ServiceUnavailable, match="no backend can run task 2"):
         r.activate(broken)

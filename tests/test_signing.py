@@ -39,7 +39,7 @@ def test_signed_bundles_verify_and_everything_else_is_refused(bundles, keys, tmp
     with pytest.raises(BundleError, match="not signed"):
         verify_bundle(b, trusted)
     sign_bundle(b, keys["release"][0])
-    assert verify_bundle(b, trusted)["bundle_version"] == 1
+    assert verify_bundle(b, trusted)["bundle_version"] == 2
     assert verify_bundle(b)  # without trusted keys a signature is not required
     with pytest.raises(BundleError, match="none of them trusted"):
         verify_bundle(b, load_trusted_keys(keys["rogue"][1]))

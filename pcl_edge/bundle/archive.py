@@ -100,18 +100,47 @@ def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return dest
 
 
-def tar_digest(archive: str | os.PathLike) -> str:
-    """The manifest digest a bundle .tar claims (read from its manifest.json alone, nothing unpacked); verification
-    of the unpacked files still decides whether it holds."""
+def tar_manifest(archive: str | os.PathLike) -> dict:
+    """The manifest a bundle .tar carries, read from its manifest.json alone (nothing unpacked, nothing verified:
+    what it claims; verification of the unpacked files still decides whether it holds)."""
     import json
 
     try:
         with tarfile.open(archive) as tar:
             member = tar.getmember("manifest.json")
+            if not member.isfile() or member.size > 16 << 20:
+                raise BundleError(f"{archive}: manifest.json is not a plain file of sane size")
             with tar.extractfile(member) as fh:
-                digest = json.load(fh).get("manifest_sha256", "")
+                manifest = json.load(fh)
     except (tarfile.TarError, KeyError, ValueError, OSError) as exc:
         raise BundleError(f"{archive} is not a readable bundle tar: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{archive}: its manifest.json is not a JSON object")
+    return manifest
+
+
+def claimed_identity(bundle: str | os.PathLike) -> tuple[str, int]:
+    """(manifest digest, bundle version) a bundle (directory or .tar) claims, unverified."""
+    import json
+
+    path = Path(bundle)
+    if path.is_dir():
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path} is not a readable bundle: {exc}") from None
+    elif path.is_file():
+        manifest = tar_manifest(path)
+    else:
+        raise BundleError(f"{path} does not exist")
+    digest, version = manifest.get("manifest_sha256", ""), manifest.get("bundle_version")
     if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise BundleError(f"{archive}: its manifest carries no valid manifest_sha256")
-    return digest
+        raise BundleError(f"{path}: its manifest carries no valid manifest_sha256")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{path}: its manifest carries no integer bundle_version")
+    return digest, version
+
+
+def tar_digest(archive: str | os.PathLike) -> str:
+    """The manifest digest a bundle .tar claims (``tar_manifest``)."""
+    return claimed_identity(archive)[0]

@@ -2,6 +2,8 @@
 
 from .api import evolve, learn
 from .config import PRESETS, ConfigError, EvolveConfig, preset_config
+from .run import Expert, Prediction, Run
 from .rundir import RunDir, RunDirError
 
-__all__ = ["PRESETS", "ConfigError", "EvolveConfig", "RunDir", "RunDirError", "evolve", "learn", "preset_config"]
+__all__ = ["PRESETS", "ConfigError", "EvolveConfig", "Expert", "Prediction", "Run", "RunDir", "RunDirError", "evolve",
+           "learn", "preset_config"]

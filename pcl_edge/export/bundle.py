@@ -34,6 +34,7 @@ def _task_entry(run, task_id: int, model_rel: str, model_bytes: bytes, verificat
                       "mean": spec["mean"], "std": spec["std"]},
             "output": {"name": OUTPUT_NAME, "shape": [meta["num_classes"]], "dtype": "float32"},
             "model": model_rel, "sha256": sha256_bytes(model_bytes), "opset": OPSET, "genome": meta["genome"],
+            "expert_sha256": meta["model_sha256"], "source": meta.get("source"),
             "metrics": {"val_acc": meta.get("val_acc"), "test_acc": meta.get("test_acc"), "params": meta.get("params"),
                         "latency_ms": meta.get("latency_ms", {})},
             "verification": verification, **({"calibration": calibration} if calibration else {})}
@@ -76,6 +77,21 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, base: str 
         return _export(run, task_ids, out, base_path, n_real, pack, calib_samples, sign_key)
 
 
+def _check_base(run, old: dict, base: Path) -> None:
+    """The base bundle's tasks must be this run's experts (the same archived weights): a bundle of another run would
+    keep foreign models under this run's task ids."""
+    for t in old["tasks"]:
+        if not run.has_expert(t["id"]):
+            raise BundleError(f"{base} has task {t['id']}, which {run.path} has no expert for: the base bundle comes "
+                              "from another run")
+        meta = run.verify_expert(t["id"])
+        want = t.get("expert_sha256")
+        if (want is not None and want != meta["model_sha256"]) or t["genome"] != meta["genome"] or \
+                list(t["class_names"]) != list(meta["class_names"]):
+            raise BundleError(f"{base}: task {t['id']} is not {run.path}'s expert of that task (genome, classes or "
+                              "weights differ): export against a bundle of this run")
+
+
 def _write_calibration(root: Path, task_id: int, images) -> dict:
     import numpy as np
 
@@ -92,6 +108,8 @@ def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int,
     from .onnx_export import export_onnx, verify_onnx
 
     old = verify_dir(base) if base is not None else None
+    if old is not None:
+        _check_base(run, old, base)
     old_ids = {t["id"] for t in old["tasks"]} if old else set()
     new_ids = [i for i in task_ids if i not in old_ids]
     if old is not None and not new_ids:

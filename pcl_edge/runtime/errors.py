@@ -28,3 +28,10 @@ class ServiceUnavailable(RuntimeFailure):
 
     status = 503
     code = 4
+
+
+class VersionConflict(RuntimeFailure):
+    """A bundle that is not newer than the active one (anti-rollback): only the rollback call goes back."""
+
+    status = 409
+    code = 5

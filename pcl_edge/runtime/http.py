@@ -229,7 +229,7 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
 
         from .ota import MAX_BUNDLE, UploadTooLarge, receive_bundle
 
-        if router.store is None:
+        if router.store.root is None:
             return error(ServiceUnavailable("over-the-air updates are off: start the server with a bundle store"), 403)
         cap = max_bundle_bytes or MAX_BUNDLE
         declared = request.headers.get("content-length")
@@ -247,9 +247,9 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
             return error(RuntimeFailure(f"cannot store the bundle on this device: {exc}"), 507)
         try:
             manifest = await run_in_threadpool(router.activate, path)
-        except BaseException:
-            path.unlink(missing_ok=True)  # refused: the serving bundle stays, the upload goes
-            raise
+        finally:  # refused (or already active): the serving bundle stays, the upload goes
+            if str(path.resolve()) not in {e.path for e in router.store.history}:
+                path.unlink(missing_ok=True)
         return JSONResponse({"bundle_version": manifest["bundle_version"],
                              "bundle_digest": manifest["manifest_sha256"][:12],
                              "tasks": [t["name"] for t in manifest["tasks"]]})

@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from .store import BundleStore, fsync_dir
+
 log = logging.getLogger(__name__)
 MAX_BUNDLE = 512 << 20
 _open = open  # one seam for tests (a full disk)
@@ -21,12 +23,14 @@ class UploadTooLarge(Exception):
     pass
 
 
-async def receive_bundle(chunks: AsyncIterator[bytes], store: Path, max_bytes: int = MAX_BUNDLE) -> Path:
-    """Write the streamed body to ``store/.upload-*.part``, then rename it to ``store/bundle-*.tar``; on any failure
-    (too large, the client gone, the disk full) the partial file is removed and the error raised."""
-    store.mkdir(parents=True, exist_ok=True)
+async def receive_bundle(chunks: AsyncIterator[bytes], store: BundleStore, max_bytes: int = MAX_BUNDLE) -> Path:
+    """Write the streamed body to ``STORE/.upload-*.part``, fsync it, then rename it to ``STORE/uploads/bundle-*.tar``
+    (and fsync the directory); on any failure (too large, the client gone, the disk full) the partial file is
+    removed and the error raised. A kill -9 meanwhile leaves a .part file or an unrecorded upload: the store removes
+    both at the next start."""
+    store.uploads.mkdir(parents=True, exist_ok=True)
     token = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
-    part = store / f".upload-{token}.part"
+    part = store.root / f".upload-{token}.part"
     size = 0
     try:
         with _open(part, "wb") as fh:
@@ -37,8 +41,9 @@ async def receive_bundle(chunks: AsyncIterator[bytes], store: Path, max_bytes: i
                 fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
-        final = store / f"bundle-{token}.tar"
+        final = store.uploads / f"bundle-{token}.tar"
         os.rename(part, final)
+        fsync_dir(store.uploads)
     except BaseException:
         part.unlink(missing_ok=True)
         raise

@@ -1,7 +1,8 @@
 """Task id -> session: lazy loading, least-recently-used eviction under a memory budget (sizes measured when a
 session opens), strict input validation, optional preprocessing from the manifest, and bundle updates without
 downtime (the new version is verified and self-tested, then swapped in atomically; requests already running
-finish on the version they started with)."""
+finish on the version they started with). What is active, and what rollback returns to, is recorded in the
+bundle store (``runtime.store``) before an activation answers; only newer versions are accepted."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle.archive import tar_digest, unpack_bundle, verify_bundle
+from ..bundle.archive import claimed_identity, tar_digest, unpack_bundle, verify_bundle
 from ..bundle.engine import EngineSpec, engine_dir
+from ..bundle.manifest import BundleError
 from ..preprocess import normalize
 from .backends import Session, open_session
-from .errors import BadRequest, RuntimeFailure, ServiceUnavailable, UnknownTask
+from .errors import BadRequest, RuntimeFailure, ServiceUnavailable, UnknownTask, VersionConflict
+from .store import BundleStore, Entry
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,9 @@ MAX_REQUEST_BATCH = 1024  # a request's batch limit; sessions take up to their e
 
 
 class Router:
+    """``store``: a directory (the device's ``BundleStore``: the active bundle and the rollback history survive
+    restarts, and the command-line ``bundle`` only seeds the first start) or None (history in memory only)."""
+
     def __init__(self, bundle: str | Path, backend: str = "auto", memory_budget_bytes: int | None = None,
                  max_batch: int = MAX_REQUEST_BATCH, backend_options: dict | None = None,
                  workdir: str | Path | None = None, engine_spec: EngineSpec | None = None,
@@ -86,49 +92,112 @@ class Router:
                  store: str | Path | None = None, keep: int = 3) -> None:
         self.backend, self.budget, self.max_batch = backend, memory_budget_bytes, max_batch
         self.trusted_keys = trusted_keys  # with keys: only bundles signed by one of them, at start and activation
-        self.store = Path(store) if store else None  # where over-the-air uploads are kept (``runtime.ota``)
-        self.keep = max(1, keep)
-        self.history: list[_Version] = []
+        self.store = BundleStore(store, keep)  # the active bundle and what rollback can return to
         self.engine_spec = engine_spec or EngineSpec()
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        # one engine cache for every version: engines are keyed by the model's sha256 (and the spec), so a task whose
+        # model did not change between two bundles reuses its engine instead of rebuilding it
+        self.cache_dir = Path(cache_dir) if cache_dir else engine_dir(bundle)
         self.backend_options = backend_options or {}
         self.workdir = Path(workdir) if workdir else None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the active version and its sessions (held briefly, by requests too)
+        self._admin = threading.Lock()  # activation, rollback and start: one at a time, from verify to record
         self._load_locks: dict[int, threading.Lock] = {}
         self._sizes: dict[str, int] = {}  # model sha256 -> bytes measured at its first load (RSS is noisy later)
         self.stats: dict[int, TaskStats] = {}
         self._active: _Version | None = None
-        self.activate(bundle)
+        self._start(bundle)
 
     # -- versions -----------------------------------------------------------------------------------------------
-    def _options(self, bundle: str | Path) -> dict:
-        """Backend options of a version: the one engine spec, and engines cached next to the bundle as given (a
-        .tar's engines survive restarts; they never live in a per-start unpack directory)."""
-        return {"spec": self.engine_spec, "cache_dir": self.cache_dir or engine_dir(bundle), **self.backend_options}
+    def _start(self, bundle: str | Path) -> None:
+        """Serve the store's active bundle (the command-line ``bundle`` seeds an empty store, or replaces the
+        active one when it is newer); a stored bundle that no longer verifies is logged as an error and the next
+        older one serves, never silently."""
+        self.store.sweep()
+        history = self.store.history
+        if not history:
+            self.activate(bundle)
+            return
+        active = history[-1]
+        try:
+            digest, version = claimed_identity(bundle)
+        except BundleError as exc:
+            digest, version = "", -1
+            log.warning("the command-line bundle %s is unreadable (%s); serving the store's", bundle, exc)
+        if digest and digest not in {e.digest for e in history}:
+            if version > active.bundle_version:
+                log.info("the command-line bundle %s (version %d) is newer than the store's active bundle (version "
+                         "%d): activating it", bundle, version, active.bundle_version)
+                self.activate(bundle)
+                return
+            log.warning("the command-line bundle %s is version %d, not newer than the store's active bundle (version "
+                        "%d, %s, active since %s): serving that one (a restart never goes back; POST "
+                        "/v2/admin/rollback does)", bundle, version, active.bundle_version, active.short, active.since)
+        with self._admin:
+            for entry in reversed(history):
+                try:
+                    self._install(self._prepare(entry.path))
+                except Exception as exc:  # noqa: BLE001 - the next kept bundle may serve; each failure is logged
+                    log.error("stored bundle version %d (%s, %s) cannot serve: %s", entry.bundle_version,
+                              entry.short, entry.path, exc)
+                    continue
+                if entry is not active:
+                    log.error("serving the older stored bundle version %d (%s): the active one (version %d) failed "
+                              "(see above)", entry.bundle_version, entry.short, active.bundle_version)
+                log.info("bundle version %d (%s) from the store %s", entry.bundle_version, entry.short,
+                         self.store.root)
+                return
+        log.error("no bundle kept in %s can serve; falling back to the command-line bundle %s", self.store.root,
+                  bundle)
+        with self._admin:
+            self._install(self._prepare(bundle))
 
-    def _prepare(self, bundle: str | Path) -> _Version:
-        options = self._options(bundle)
+    def _options(self) -> dict:
+        """Backend options of a version: the one engine spec and the one engine cache (engines never live in a
+        per-start unpack directory, so they survive restarts)."""
+        return {"spec": self.engine_spec, "cache_dir": self.cache_dir, **self.backend_options}
+
+    def _prepare(self, bundle: str | Path, newer_than: Entry | None = None) -> _Version:
+        """Verify ``bundle`` (signature too, with trusted keys), refuse it unless newer than ``newer_than``, then
+        self-test every task. A refused .tar leaves no unpacked copy behind."""
+        options = self._options()
         path = Path(bundle)
+        if not path.exists():
+            raise BundleError(f"{bundle} does not exist")
         unpacked = None
         if path.is_file():  # a .tar: unpacked once per manifest digest under a managed directory, then reused
             path = unpacked = self._unpacked(path)
         try:
             manifest = verify_bundle(path, self.trusted_keys)
-            version = _Version(path, manifest, _index(manifest), options, source=Path(bundle),
-                               unpacked=unpacked)
-            for task in manifest["tasks"]:  # every task must run before the version may serve
+            if unpacked is not None and manifest["manifest_sha256"][:16] != unpacked.name:
+                raise BundleError(f"{unpacked} holds bundle {manifest['manifest_sha256'][:12]}, not the one its name "
+                                  "says: the unpack cache was tampered with")
+            same = newer_than is not None and manifest["manifest_sha256"] == newer_than.digest
+            if newer_than is not None and not same and manifest["bundle_version"] <= newer_than.bundle_version:
+                raise VersionConflict(
+                    f"bundle version {manifest['bundle_version']} ({manifest['manifest_sha256'][:12]}) is not newer "
+                    f"than the active bundle version {newer_than.bundle_version} ({newer_than.short}): refused "
+                    "(anti-rollback); POST /v2/admin/rollback returns to a kept earlier bundle")
+            version = _Version(path, manifest, _index(manifest), options, source=Path(bundle), unpacked=unpacked)
+            for task in [] if same else manifest["tasks"]:  # every task must run before the version may serve
                 open_session(self.backend, path, task, **options).close()
         except BaseException:
-            in_use = [h.unpacked for h in self.history] + [self._active.unpacked if self._active else None]
-            if unpacked is not None and unpacked not in in_use:  # a refused .tar leaves nothing behind
+            kept = {e.digest[:16] for e in self.store.history}
+            if unpacked is not None and unpacked.name not in kept and \
+                    (self._active is None or self._active.unpacked != unpacked):
                 shutil.rmtree(unpacked, ignore_errors=True)
             raise
         return version
 
+    def _unpack_root(self, tar: Path) -> Path:
+        if self.store.root is not None:
+            return self.store.unpacked
+        return self.workdir or tar.parent / ".pcl-edge-unpacked"
+
     def _unpacked(self, tar: Path) -> Path:
-        """``WORKDIR/<digest>``: the tar's files, unpacked (safely) the first time, reused after; WORKDIR defaults
-        to ``.pcl-edge-unpacked`` beside the tar. A partial unpack never takes the final name."""
-        base = self.workdir or tar.parent / ".pcl-edge-unpacked"
+        """``<unpack root>/<digest>``: the tar's files, unpacked (safely) the first time, reused after (and verified
+        every time). The unpack root is the store's, else WORKDIR, else ``.pcl-edge-unpacked`` beside the tar. A
+        partial unpack never takes the final name."""
+        base = self._unpack_root(tar)
         target = base / tar_digest(tar)[:16]
         if target.is_dir():
             return target
@@ -142,49 +211,54 @@ class Router:
                 raise
         return target
 
-    def activate(self, bundle: str | Path, _record: bool = True) -> dict:
-        """Verify + self-test ``bundle``, then make it the active version in one step. On any failure the current
-        version keeps serving and the error says why. The last ``keep`` versions are kept for ``rollback``."""
-        new = self._prepare(bundle)
+    def _install(self, new: _Version) -> None:
+        """Swap ``new`` in: requests already running finish on the version they started with."""
         with self._lock:
             old, self._active = self._active, new
             for tid in [t["id"] for t in new.manifest["tasks"]]:
                 self.stats.setdefault(tid, TaskStats())
-            if _record:
-                self.history.append(new)
-                dropped, self.history[:] = self.history[:-self.keep], self.history[-self.keep:]
-            else:
-                dropped = []
-        for v in dropped:
-            self._discard(v)
-        if old is not None:  # sessions of the old version go when the requests holding them finish
+        if old is not None:
             log.info("bundle version %s (%s) active (was %s, %s)", new.bundle_version, new.digest,
                      old.bundle_version, old.digest)
-        return new.manifest
+
+    def activate(self, bundle: str | Path) -> dict:
+        """Verify + self-test ``bundle``, then make it the active version in one step and record it (on disk with a
+        store) before returning. Refused, with the active version still serving: a bundle that fails verification
+        or a self-test, or whose version is not newer than the active one (anti-rollback: ``rollback`` goes back).
+        The bundle that is already active is a no-op. The last ``keep`` versions are kept for ``rollback``."""
+        with self._admin:
+            current = self.store.active
+            new = self._prepare(bundle, newer_than=current)
+            if current is not None and new.manifest["manifest_sha256"] == current.digest:  # verified, and identical
+                log.info("bundle %s (%s) is already active", bundle, current.short)
+                return self._active.manifest
+            self._install(new)
+            m = new.manifest
+            dropped = self.store.record_activation(Entry(str(Path(bundle).resolve()), m["manifest_sha256"],
+                                                         m["bundle_version"], self.store.owns(bundle)))
+            self._discard(dropped)
+        return m
 
     def rollback(self) -> dict:
-        """Make the previous kept version active again (verified and self-tested anew); the current one is
-        forgotten."""
-        with self._lock:
-            if len(self.history) < 2:
+        """Make the previous kept version active again (verified and self-tested anew) and record it; the current
+        one is forgotten (and deleted, when the store received it)."""
+        with self._admin:
+            history = self.store.history
+            if len(history) < 2:
                 raise BadRequest("no earlier bundle is kept to roll back to")
-            current, previous = self.history[-1], self.history[-2]
-        manifest = self.activate(previous.source, _record=False)
-        with self._lock:
-            self.history.remove(current)
-            self.history[-1] = self._active
-        self._discard(current)
-        self._discard(previous)  # its fresh copy serves now
-        return manifest
+            self._install(self._prepare(history[-2].path))
+            _, dropped = self.store.record_rollback()
+            self._discard([dropped])
+            return self._active.manifest
 
-    def _discard(self, v: _Version) -> None:
-        """Files of a version no longer kept: its unpack directory, and its .tar when it was uploaded (inside the
-        upload store); bundles given by a person are never deleted."""
-        if v.unpacked is not None and all(h.unpacked != v.unpacked for h in self.history):
-            shutil.rmtree(v.unpacked, ignore_errors=True)
-        if self.store is not None and v.source is not None and v.source.parent == self.store and \
-                all(h.source != v.source for h in self.history):
-            v.source.unlink(missing_ok=True)
+    def _discard(self, entries: list[Entry]) -> None:
+        """Files of versions no longer kept: uploads the store received and unpacked copies; bundles an operator
+        supplied are never deleted."""
+        self.store.discard(entries)
+        kept = {e.digest for e in self.store.history}
+        for e in entries:
+            if e.digest not in kept and Path(e.path).is_file():  # a .tar (an operator's) may have an unpacked copy
+                shutil.rmtree(self._unpack_root(Path(e.path)) / e.digest[:16], ignore_errors=True)
 
     @property
     def version(self) -> _Version:
