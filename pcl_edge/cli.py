@@ -450,10 +450,12 @@ def _serve_parser(sub) -> None:
     p.add_argument("--trusted-key", metavar="PUB_OR_DIR", help="serve only bundles signed by this public key (or "
                    "any *.pub in this directory: key rotation), at start and on every activation")
     p.add_argument("--max-body-mb", type=float, default=16, help="largest inference request body (default 16)")
-    p.add_argument("--bundle-store", help="where over-the-air uploads (PUT /v2/admin/bundle) are kept (default: "
-                   "BUNDLE.store next to the bundle)")
+    p.add_argument("--bundle-store", help="the device's bundle store: the active bundle and the rollback history, kept "
+                   "across restarts (a restart serves what was last activated; BUNDLE only seeds an empty store or "
+                   "replaces an older active one), and over-the-air uploads (default: BUNDLE.store next to the bundle)")
     p.add_argument("--max-bundle-mb", type=float, default=512, help="largest bundle upload (default 512)")
-    p.add_argument("--keep", type=int, default=3, help="bundles kept for POST /v2/admin/rollback (default 3)")
+    p.add_argument("--keep", type=int, default=3, help="bundles kept for POST /v2/admin/rollback, the active one "
+                   "included (default 3)")
     p.add_argument("--serial", metavar="PORT", help="also answer framed requests on this serial port "
                                                     "(e.g. /dev/ttyTHS1; protocol in deploy/README.md)")
     p.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")

@@ -43,3 +43,25 @@ def cache_dir(tmp_path, monkeypatch):
     d = tmp_path / "cache"
     monkeypatch.setenv("PCL_EDGE_CACHE", str(d))
     return d
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory):
+    """The loop as a user runs it, on Split Digits (tiny preset): tasks 1-3 learned (``run3``: a copy of the run as it
+    was then) and exported (``v0``, bundle version 1); tasks 4-5 learned later in the same run (``run``) and exported
+    against v0 (``v1``, version 2: tasks 1-3 byte-identical). ``expert_sha`` holds tasks 1-3's weights' sha256 from
+    before the second call. Read-only: tests copy what they change."""
+    import shutil
+
+    from pcl_edge.evolve import RunDir, evolve, learn, preset_config
+    from pcl_edge.export import export_bundle
+
+    root = tmp_path_factory.mktemp("stream")
+    evolve(preset_config("tiny", "digits", tasks="3x2"), out=root / "run", progress=False)
+    shutil.copytree(root / "run", root / "run3")
+    export_bundle(root / "run", root / "v0")
+    rd = RunDir(root / "run")
+    (root / "expert_sha.txt").write_text(" ".join(rd.verify_expert(i)["model_sha256"] for i in rd.expert_ids()))
+    learn(root / "run", tasks="2x2", progress=False)
+    export_bundle(root / "run", root / "v1", base=root / "v0")
+    return root

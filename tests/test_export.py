@@ -97,20 +97,28 @@ def test_tampered_bundles_are_refused(bundle, tmp_path, tamper, match):
         verify_bundle(copy)
 
 
-def test_base_export_keeps_old_tasks_byte_identical(run_dir, tmp_path):
-    early = tmp_path / "early_run"  # the same run as it was before task 2 was learned
-    shutil.copytree(run_dir, early)
-    shutil.rmtree(early / "experts" / "task_02")
-    (early / "summary.json").unlink()
-    export_bundle(early, tmp_path / "v1")
-    old = (tmp_path / "v1" / "models" / "task_01.onnx").read_bytes()
-    m = export_bundle(run_dir, tmp_path / "v2", base=tmp_path / "v1")
-    assert m["bundle_version"] == 2 and m["base_bundle_version"] == 1 and [t["id"] for t in m["tasks"]] == [1, 2]
-    assert (tmp_path / "v2" / "models" / "task_01.onnx").read_bytes() == old
-    v1 = json.loads((tmp_path / "v1" / "manifest.json").read_text())
-    assert m["tasks"][0] == v1["tasks"][0]
+def test_the_next_bundle_of_a_grown_run_keeps_old_tasks_byte_identical(bundles, tmp_path):
+    """Tasks 4-5 learned weeks later in the same run (pcl-edge learn), exported against the bundle the device has."""
+    v0 = json.loads((bundles / "v0" / "manifest.json").read_text())
+    v1 = json.loads((bundles / "v1" / "manifest.json").read_text())
+    assert v1["bundle_version"] == 2 > v0["bundle_version"] == 1 and v1["base_bundle_version"] == 1
+    assert [t["id"] for t in v1["tasks"]] == [1, 2, 3, 4, 5]
+    for old in v0["tasks"]:
+        assert (bundles / "v1" / old["model"]).read_bytes() == (bundles / "v0" / old["model"]).read_bytes()
+        assert next(t for t in v1["tasks"] if t["id"] == old["id"]) == old
     with pytest.raises(BundleError, match="no task beyond"):
-        export_bundle(run_dir, tmp_path / "v3", base=tmp_path / "v2")
+        export_bundle(bundles / "run", tmp_path / "v3", base=bundles / "v1")
+    assert not (tmp_path / "v3").exists()
+
+
+def test_a_base_bundle_of_another_run_is_refused(bundles, tmp_path):
+    """Another run's bundle as the base of bundles/run would keep foreign models under this run's task ids."""
+    evolve(preset_config("tiny", "digits", tasks="2x2", generations=0, seed=1), out=tmp_path / "other",
+           progress=False)
+    export_bundle(tmp_path / "other", tmp_path / "foreign")
+    with pytest.raises(BundleError, match="not .*expert of that task"):
+        export_bundle(bundles / "run", tmp_path / "v2", base=tmp_path / "foreign")
+    assert not (tmp_path / "v2").exists()
 
 
 def test_export_refuses_to_overwrite_and_needs_experts(run_dir, bundle, tmp_path):

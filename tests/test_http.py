@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from pcl_edge.runtime import Router
-from tests.test_runtime import bundles  # noqa: F401  (module fixture: a 5-task bundle v1 and a 3-task v0)
 
 pytest.importorskip("uvicorn", reason="the service needs the 'serve' extra")
 TOKEN = "s3cret-token-0123456789"

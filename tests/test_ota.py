@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from pcl_edge.runtime import Router
-from tests.test_runtime import bundles  # noqa: F401  (module fixture)
 
 pytest.importorskip("uvicorn", reason="the service needs the 'serve' extra")
 TOKEN = "ota-token-0123456789abcdef"

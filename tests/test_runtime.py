@@ -5,23 +5,10 @@ import threading
 import numpy as np
 import pytest
 
-from pcl_edge.evolve import evolve, learn, preset_config
 from pcl_edge.export import export_bundle
 from pcl_edge.runtime import BadRequest, Router, ServiceUnavailable, UnknownTask
 
 pytest.importorskip("onnxruntime", reason="the runtime tests run bundles with onnxruntime (CPU)")
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    """The loop as a user runs it: tasks 1-3 learned and exported (v0, version 1), tasks 4-5 learned later in the same
-    run and exported against v0 (v1, version 2: tasks 1-3 byte-identical)."""
-    root = tmp_path_factory.mktemp("rt")
-    evolve(preset_config("tiny", "digits", tasks="3x2"), out=root / "run", progress=False)
-    export_bundle(root / "run", root / "v0")
-    learn(root / "run", tasks="2x2", progress=False)
-    export_bundle(root / "run", root / "v1", base=root / "v0")
-    return root
 
 
 def x_for(n=1):

@@ -19,7 +19,6 @@ from pcl_edge.runtime.serial_protocol import (
     json_frame,
     tensor_frame,
 )
-from tests.test_runtime import bundles  # noqa: F401  (module fixture)
 
 serial = pytest.importorskip("serial", reason="pyserial is not installed")
 

@@ -10,7 +10,6 @@ import pytest
 from pcl_edge.bundle import BundleError, seal, verify_bundle
 from pcl_edge.bundle.signing import keygen, load_trusted_keys, sign_bundle
 from pcl_edge.runtime import Router
-from tests.test_runtime import bundles  # noqa: F401  (module fixture)
 
 pytest.importorskip("cryptography", reason="signing needs the 'cryptography' package")
 

@@ -12,7 +12,6 @@ import pytest
 from pcl_edge.runtime import Router
 from pcl_edge.runtime.backends import BACKENDS
 from pcl_edge.runtime.backends.ort import OrtSession
-from tests.test_runtime import bundles  # noqa: F401  (module fixture)
 
 FAULT: dict = {"exc": None}
 ERRORS = [ValueError("bad value inside the backend"), RuntimeError("CUDA error 700"), KeyError("binding"),

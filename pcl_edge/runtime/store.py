@@ -172,7 +172,7 @@ class BundleStore:
         named = {Path(e.path).resolve() for e in self._history}
         keep = {e.digest[:16] for e in self._history}
         gone = []
-        for p in list(self.root.glob(".upload-*.part")) + list(self.uploads.iterdir()):
+        for p in [*self.root.glob(".upload-*.part"), *self.root.glob(f".{STORE_FILE}.*.tmp"), *self.uploads.iterdir()]:
             if p.resolve() not in named:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 gone.append(p.name)

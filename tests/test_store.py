@@ -1,0 +1,187 @@
+"""The device keeps what it was given (issue 20): the active bundle and the rollback history live in the bundle store
+on disk; a restart serves what was last activated; older bundles are refused except through rollback; a kill -9 at
+any point leaves the old or the new bundle in full; operators' bundles are never pruned."""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from pcl_edge.bundle import pack_bundle
+from pcl_edge.bundle.manifest import seal
+from pcl_edge.runtime import Router
+from pcl_edge.runtime.errors import VersionConflict
+from pcl_edge.runtime.store import BundleStore, StoreError
+
+pytest.importorskip("onnxruntime", reason="the runtime tests run bundles with onnxruntime (CPU)")
+X = np.zeros((1, 1, 8, 8), np.float32)
+
+
+def digest(bundle):
+    return json.loads((bundle / "manifest.json").read_text())["manifest_sha256"][:12]
+
+
+def resealed(src, dst, version):
+    """A copy of a bundle under another bundle_version (unsigned): a later export, as far as the device can tell."""
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m = seal({**{k: v for k, v in m.items() if k != "manifest_sha256"}, "bundle_version": version})
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+@pytest.fixture
+def device(bundles, tmp_path):
+    """v0 (version 1, 3 tasks) and v1 (version 2, 5 tasks) as an operator has them, and an empty store."""
+    for name in ("v0", "v1"):
+        shutil.copytree(bundles / name, tmp_path / name)
+    return tmp_path, tmp_path / "store"
+
+
+def test_a_restart_serves_what_was_last_activated_and_the_rollback_persists(device):
+    root, store = device
+    r = Router(root / "v0", backend="ort", store=store)
+    r.activate(root / "v1")
+    again = Router(root / "v0", backend="ort", store=store)  # the same command line after a crash
+    assert again.version.digest == digest(root / "v1") and again.infer(5, X).logits.shape == (1, 2)
+    assert [e.bundle_version for e in again.store.history] == [1, 2]
+    again.rollback()
+    after = Router(root / "v0", backend="ort", store=store)
+    assert after.version.digest == digest(root / "v0") and [e.bundle_version for e in after.store.history] == [1]
+    assert (root / "v0").is_dir() and (root / "v1").is_dir()  # an operator's bundles stay where they were
+
+
+def test_a_bundle_that_is_not_newer_is_refused_and_only_rollback_goes_back(device):
+    root, store = device
+    r = Router(root / "v1", backend="ort", store=store)
+    with pytest.raises(VersionConflict, match=r"bundle version 1 \(.*\) is not newer than the active bundle version "
+                                              r"2 \(.*\): refused \(anti-rollback\)"):
+        r.activate(root / "v0")
+    twin = resealed(root / "v0", root / "twin", 2)  # another bundle with the active one's version
+    with pytest.raises(VersionConflict, match="bundle version 2"):
+        r.activate(twin)
+    assert r.version.digest == digest(root / "v1") and r.activate(root / "v1")["bundle_version"] == 2  # same: no-op
+    assert [e.bundle_version for e in r.store.history] == [2]
+    assert list((store / "unpacked").iterdir()) == []
+
+
+def test_an_older_command_line_bundle_never_replaces_the_stored_one_and_a_newer_one_does(device, caplog):
+    root, store = device
+    Router(root / "v1", backend="ort", store=store)
+    with caplog.at_level(logging.WARNING):
+        r = Router(root / "v0", backend="ort", store=store)
+    assert r.version.digest == digest(root / "v1")
+    assert any("not newer than the store's active bundle (version 2" in m for m in caplog.messages)
+    v3 = resealed(root / "v1", root / "v3", 3)  # the operator put a newer bundle on the command line
+    assert Router(v3, backend="ort", store=store).version.bundle_version == 3
+    assert [e.bundle_version for e in BundleStore(store).history] == [2, 3]
+
+
+def test_a_stored_bundle_that_no_longer_verifies_is_an_error_and_the_previous_one_serves(device, caplog):
+    root, store = device
+    r = Router(root / "v0", backend="ort", store=store)
+    pack_bundle(root / "v1", root / "v1.tar")
+    r.activate(root / "v1.tar")
+    shutil.rmtree(next((store / "unpacked").iterdir()))
+    (root / "v1.tar").write_bytes(b"garbage")  # the disk lost it
+    with caplog.at_level(logging.ERROR):
+        again = Router(root / "v0", backend="ort", store=store)
+    assert again.version.digest == digest(root / "v0")
+    said = " ".join(caplog.messages)
+    assert "cannot serve" in said and "serving the older stored bundle" in said
+
+
+@pytest.mark.parametrize("crash", ["mid-upload", "uploaded", "mid-unpack", "unpacked", "mid-record", "recorded"])
+def test_a_kill_9_at_any_point_leaves_the_old_or_the_new_bundle_in_full(device, crash):
+    """What a kill -9 leaves at each step of an upload + activation, rebuilt on disk; the next start serves one
+    whole bundle (the old one until the record names the new one) and removes every leftover."""
+    root, store = device
+    r = Router(root / "v0", backend="ort", store=store)
+    pack_bundle(root / "v1", root / "v1.tar")
+    upload = store / "uploads" / "bundle-20260101-000000-abcd1234.tar"
+    new = False
+    if crash == "mid-upload":
+        (store / ".upload-20260101-000000-abcd1234.part").write_bytes((root / "v1.tar").read_bytes()[:5000])
+    elif crash == "uploaded":
+        shutil.copy(root / "v1.tar", upload)
+    elif crash in ("mid-unpack", "unpacked"):
+        shutil.copy(root / "v1.tar", upload)
+        name = json.loads((root / "v1" / "manifest.json").read_text())["manifest_sha256"][:16]
+        target = store / "unpacked" / (name if crash == "unpacked" else f".{name}-0f0f0f0f")
+        shutil.copytree(root / "v1", target)
+        if crash == "mid-unpack":
+            (target / "models" / "task_05.onnx").unlink()
+    elif crash == "mid-record":
+        shutil.copy(root / "v1.tar", upload)
+        (store / ".store.json.x1y2.tmp").write_text('{"format": "pcl-edge-store", "hist')
+    else:  # the record names the new bundle; the dropped ones were not deleted yet
+        shutil.copy(root / "v1.tar", upload)
+        r.activate(upload)
+        (store / ".upload-20260101-000001-ffff0000.part").write_bytes(b"x")
+        new = True
+    again = Router(root / "v0", backend="ort", store=store)
+    want = root / ("v1" if new else "v0")
+    assert again.version.digest == digest(want) and len(again.tasks()) == (5 if new else 3)
+    for t in again.tasks():
+        assert again.infer(t["id"], X).logits.shape == (1, 2)
+    left = sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())
+    kept = {"store.json"} | ({f"uploads/{upload.name}"} if new else set())
+    assert {p for p in left if not p.startswith("unpacked/")} == kept
+    assert all(p.split("/")[1] == again.version.root.name for p in left if p.startswith("unpacked/"))
+
+
+def test_pruning_deletes_uploads_and_never_an_operators_bundle(device):
+    root, store = device
+    r = Router(root / "v0", backend="ort", store=store, keep=1)
+    pack_bundle(resealed(root / "v1", root / "v3", 3), root / "v3.tar")
+    upload = store / "uploads" / "bundle-x.tar"
+    shutil.copy(root / "v3.tar", upload)
+    r.activate(root / "v1")  # an operator's directory
+    r.activate(upload)  # received over the air: the store's own
+    assert (root / "v0").is_dir() and (root / "v1").is_dir()  # dropped from the history, never deleted
+    v4 = resealed(root / "v1", root / "v4", 4)
+    r.activate(v4)
+    assert not upload.exists() and list((store / "unpacked").iterdir()) == []  # the store's upload: deleted
+    assert [e.bundle_version for e in r.store.history] == [4]
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda s: s.write_text("x"), "is a file, not a directory"),
+    (lambda s: (s.mkdir(), (s / "notes.txt").write_text("mine")), "is not a pcl-edge bundle store"),
+    (lambda s: (s.mkdir(), (s / "store.json").write_text("{not json")), "not a pcl-edge bundle store record"),
+    (lambda s: (s.mkdir(), (s / "store.json").write_text('{"format": "other"}')), "record"),
+])
+def test_a_bundle_store_that_is_not_one_is_refused_and_left_alone(device, make, match, capsys):
+    pytest.importorskip("uvicorn", reason="serve needs the 'serve' extra")
+    from pcl_edge.cli import main
+
+    root, store = device
+    make(store)
+    before = sorted((p.name, p.read_bytes()) for p in ([store] if store.is_file() else store.iterdir()))
+    with pytest.raises(StoreError, match=match):
+        Router(root / "v0", backend="ort", store=store)
+    assert main(["-q", "serve", str(root / "v0"), "--backend", "ort", "--bundle-store", str(store)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match.split()[0] in err[0]
+    assert sorted((p.name, p.read_bytes()) for p in ([store] if store.is_file() else store.iterdir())) == before
+
+
+def test_tasks_that_did_not_change_reuse_their_engines(device, monkeypatch):
+    """With the fake TensorRT: v1's tasks 1-3 are v0's bytes, so activating v1 builds engines for tasks 4-5 only."""
+    from pcl_edge.bundle import tensorrt_builder
+    from tests.fake_tensorrt import FakeCuda, make_fake_tensorrt
+
+    root, store = device
+    monkeypatch.setattr(tensorrt_builder, "gpu_name", lambda: "Orin (nvgpu)")
+    trt = make_fake_tensorrt()
+    builds = lambda: [c[0] for c in trt.calls].count("build_serialized_network")  # noqa: E731
+    pack_bundle(root / "v1", root / "v1.tar")
+    r = Router(root / "v0", backend="tensorrt", store=store, backend_options={"trt": trt, "cuda": FakeCuda()})
+    assert builds() == 3
+    shutil.copy(root / "v1.tar", store / "uploads" / "bundle-ota.tar")
+    r.activate(store / "uploads" / "bundle-ota.tar")
+    assert builds() == 5  # 0 rebuilds for the 3 unchanged tasks
+    Router(root / "v0", backend="tensorrt", store=store, backend_options={"trt": trt, "cuda": FakeCuda()})
+    assert builds() == 5  # and none after a restart
