@@ -79,14 +79,11 @@ def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str
         run, stored = RunDir.open(resume)
         if cfg is not None and cfg != stored:
             raise RunDirError(f"{resume} was made with a different configuration; resume it without overrides")
+        if run.finished():  # a finished run: check its archive, say so and change nothing (not even the lock file)
+            return _finished(run)
         with run.lock():
-            done = run.summary()
-            if run.finished():  # a finished run: check its archive, say so and change nothing
-                for task_id in run.expert_ids():
-                    run.verify_expert(task_id)
-                log.info("%s is complete (%d tasks, ACC %.4f): nothing to resume (pcl-edge learn adds tasks)",
-                         run.path, len(done.get("tasks", [])), done.get("acc", float("nan")))
-                return done
+            if run.finished():  # another process finished it meanwhile
+                return _finished(run)
             cfg = stored.validate()
             run.clean_partial()
             plan, shape = run_plan(run, cfg)
@@ -109,6 +106,15 @@ def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str
             _link_latest(run.path)
         run.event("start", strategy=cfg.strategy, data=cfg.data, test_split=stream.test_split)
         return _run(cfg, stream, run, **run_options)
+
+
+def _finished(run: RunDir) -> dict:
+    for task_id in run.expert_ids():
+        run.verify_expert(task_id)
+    done = run.summary()
+    log.info("%s is complete (%d tasks, ACC %.4f): nothing to resume (pcl-edge learn adds tasks)", run.path,
+             len(done.get("tasks", [])), done.get("acc", float("nan")))
+    return done
 
 
 def run_plan(run: RunDir, cfg: EvolveConfig) -> tuple[list[TaskDef], tuple[int, int, int]]:
