@@ -285,7 +285,7 @@ def service_side(r: Replay) -> None:
     token = "replay-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:24]
     token_file.write_text(token)
     token_file.chmod(0o644)
-    s = Server(r, "bundles/v1", "--port", "0", "--token-file", str(token_file))
+    s = Server(r, "bundles/v1", "--port", "0", "--token-file", str(token_file), "--allow-unsigned")
     try:
         meta = s.call("GET", "/v2/models/task_01")[1]
         inp, out = meta["inputs"][0], meta["outputs"][0]
@@ -376,7 +376,7 @@ def service_side(r: Replay) -> None:
                 'outcome="ok"' in metrics and 'outcome="client_error"' in metrics
                 and re.search(r'pcl_edge_errors_total\{task="task_01"\} [1-9]', metrics) is not None,
                 "\n".join(ln for ln in metrics.splitlines() if "requests_total" in ln or "errors_total" in ln))
-        busy = r.pcl("serve", "bundles/v1", "--port", str(s.port), timeout=120)
+        busy = r.pcl("serve", "bundles/v1", "--port", str(s.port), "--bundle-store", "second.store", timeout=120)
         ok, detail = one_clear_line(busy)
         r.check(13, "a port in use is one clear line, exit 2", ok and str(s.port) in busy.stderr, detail)
     finally:

@@ -52,8 +52,19 @@ class Cuda:
     def sync(self, stream) -> None:
         check(self.rt.cudaStreamSynchronize(stream))
 
+    def destroy_stream(self, stream) -> None:
+        check(self.rt.cudaStreamDestroy(stream))
+
+    def mem_used(self) -> int:
+        """Device memory in use now, all processes (total - free): what a session's load adds is the difference."""
+        free, total = check(self.rt.cudaMemGetInfo())
+        return int(total) - int(free)
+
     def event(self):
         return check(self.rt.cudaEventCreate())
+
+    def destroy_event(self, event) -> None:
+        check(self.rt.cudaEventDestroy(event))
 
     def record(self, event, stream) -> None:
         check(self.rt.cudaEventRecord(event, stream))

@@ -253,6 +253,10 @@ def _push_parser(sub) -> None:
     p.add_argument("bundle", metavar="BUNDLE", help="bundle .tar or directory")
     p.add_argument("--url", required=True, help="the device's service, e.g. http://jetson:8000")
     p.add_argument("--token-file", required=True, help="file holding the device's admin bearer token")
+    p.add_argument("--insecure", action="store_true", help="send the token over plain http:// to another host (it is "
+                   "refused otherwise: use https://, or a loopback address)")
+    p.add_argument("--ca-cert", metavar="PEM", help="trust this certificate (e.g. the device's self-signed one) for "
+                   "https:// (default: the system's CAs)")
 
 
 def cmd_push(args) -> int:
@@ -260,7 +264,8 @@ def cmd_push(args) -> int:
 
     from .runtime.ota import push
 
-    answer = push(args.bundle, args.url, Path(args.token_file).read_text().strip())
+    answer = push(args.bundle, args.url, Path(args.token_file).read_text().strip(), insecure=args.insecure,
+                  ca_cert=args.ca_cert)
     sys.stdout.write(f"{args.url}: bundle version {answer['bundle_version']} ({answer['bundle_digest']}) active, "
                      f"tasks {answer['tasks']}\n")
     return 0
@@ -302,6 +307,8 @@ def _engines_parser(sub) -> None:
     _engine_args(p)
     p.add_argument("--calib-dir", help="int8: the task's calibration images (.jpg/.png/.npy, HWC uint8)")
     p.add_argument("--cache-dir", help="where engines live (default: BUNDLE.engines next to the bundle)")
+    p.add_argument("--bundle-store", help="the service's bundle store (serve --bundle-store): record the engines built "
+                   "here in its ledger, so the service loads them instead of rebuilding (run as the service's user)")
 
 
 def _profile_parser(sub) -> None:
@@ -448,8 +455,21 @@ def _serve_parser(sub) -> None:
     p.add_argument("--memory-budget", type=float, metavar="MB", help="LRU budget for loaded models")
     p.add_argument("--token-file", help="file holding the bearer token that admin calls need")
     p.add_argument("--trusted-key", metavar="PUB_OR_DIR", help="serve only bundles signed by this public key (or "
-                   "any *.pub in this directory: key rotation), at start and on every activation")
+                   "any *.pub in this directory: key rotation), at start and on every activation; without it, "
+                   "over-the-air uploads and activations are refused unless --allow-unsigned")
+    p.add_argument("--allow-unsigned", action="store_true", help="accept over-the-air uploads and activations without "
+                   "a signature check (the admin token alone then decides what code runs; warned at start and on every "
+                   "activation)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (with --tls-key): the admin "
+                   "token never crosses the network in clear")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (with --tls-cert)")
     p.add_argument("--max-body-mb", type=float, default=16, help="largest inference request body (default 16)")
+    p.add_argument("--request-timeout", type=float, default=30, metavar="S", help="a request body must arrive within "
+                   "S seconds, else 408 and the connection closes (default 30)")
+    p.add_argument("--max-connections", type=int, default=64, help="requests served at once; more get 503 instead of "
+                   "holding file descriptors (default 64)")
+    p.add_argument("--decode-workers", type=int, default=1, help="processes that parse JSON request bodies over 1 MiB, "
+                   "so the event loop never stalls on them (default 1; 0: threads, which share the GIL)")
     p.add_argument("--bundle-store", help="the device's bundle store: the active bundle and the rollback history, kept "
                    "across restarts (a restart serves what was last activated; BUNDLE only seeds an empty store or "
                    "replaces an older active one), and over-the-air uploads (default: BUNDLE.store next to the bundle)")
@@ -472,6 +492,8 @@ def cmd_serve(args) -> int:
     from .runtime import Router
     from .runtime.http import serve
 
+    if bool(args.tls_cert) != bool(args.tls_key):  # checked before anything is built or started
+        raise ValueError("--tls-cert and --tls-key go together")
     token = None
     if args.token_file:
         token = Path(args.token_file).read_text().strip()
@@ -498,7 +520,20 @@ def cmd_serve(args) -> int:
         serial_server = SerialServer(router, open_port(args.serial, args.baud))
         threading.Thread(target=serial_server.serve_forever, name="serial", daemon=True).start()
         log.info("serial transport on %s at %d baud", args.serial, args.baud)
-    serve(router, args.host, args.port, token, int(args.max_body_mb * 2**20), int(args.max_bundle_mb * 2**20))
+    if token and not args.trusted_key:
+        if args.allow_unsigned:
+            log.warning("--allow-unsigned: over-the-air bundles are activated without a signature check; anyone "
+                        "holding the token decides what runs here")
+        else:
+            log.info("no --trusted-key: over-the-air uploads and activations are refused (sign bundles and pass "
+                     "--trusted-key, or --allow-unsigned)")
+    if token and not args.tls_cert and args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("admin token over plain HTTP on %s: pass --tls-cert/--tls-key or put a TLS proxy in front",
+                    args.host)
+    serve(router, args.host, args.port, token, int(args.max_body_mb * 2**20), int(args.max_bundle_mb * 2**20),
+          allow_unsigned=args.allow_unsigned, tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+          max_connections=args.max_connections, body_timeout_s=args.request_timeout,
+          decode_workers=args.decode_workers)
     return 0
 
 
@@ -521,9 +556,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_build_engines(args) -> int:
-    from .bundle.tensorrt_builder import build_engines
+    from pathlib import Path
 
-    paths = build_engines(args.bundle, _engine_spec(args), args.cache_dir, args.calib_dir)
+    from .bundle.engine import EngineLedger
+    from .bundle.tensorrt_builder import build_engines
+    from .runtime.store import LEDGER
+
+    ledger = EngineLedger(Path(args.bundle_store) / LEDGER) if args.bundle_store else None
+    paths = build_engines(args.bundle, _engine_spec(args), args.cache_dir, args.calib_dir, ledger=ledger)
     sys.stdout.write("".join(f"{p}\n" for p in paths))
     return 0
 
@@ -591,7 +631,7 @@ COMMANDS = {"evolve": cmd_evolve, "learn": cmd_learn, "export": cmd_export, "bun
 
 
 # which extra brings a module (the message a missing optional dependency gets); alternatives in order
-EXTRAS = {"torch": ("train",), "sklearn": ("train",), "PIL": ("train",), "tqdm": ("train",),
+EXTRAS = {"torch": ("train",), "sklearn": ("train",), "PIL": ("train", "calib"), "tqdm": ("train",),
           "matplotlib": ("train",), "onnx": ("train", "profile"), "scipy": ("train", "profile"),
           "onnxruntime": ("ort", "ort-gpu"), "uvicorn": ("serve",), "starlette": ("serve",),
           "cryptography": ("serve",), "serial": ("serial",), "ray": ("ray",), "tensorrt": ("tensorrt",)}

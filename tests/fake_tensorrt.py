@@ -238,13 +238,26 @@ class FakeCuda:
         self.calls.append(("download", ptr, host.shape))
 
     def stream(self):
-        return "stream0"
+        self.next += 1
+        self.live.add(("stream", self.next))
+        return ("stream", self.next)
+
+    def destroy_stream(self, stream):
+        self.live.remove(stream)
+
+    def mem_used(self):
+        return 0
 
     def sync(self, stream):
         self.calls.append(("sync", stream))
 
     def event(self):
-        return object()
+        self.next += 1
+        self.live.add(("event", self.next))
+        return ("event", self.next)
+
+    def destroy_event(self, event):
+        self.live.remove(event)
 
     def record(self, event, stream):
         self.calls.append(("record", stream))

@@ -1,6 +1,7 @@
 """The Open Inference Protocol service through a real uvicorn server on 127.0.0.1 (an ephemeral port)."""
 
 import json
+import os
 import socket
 import time
 import urllib.error
@@ -21,7 +22,7 @@ def server(bundles):  # noqa: F811
     from tests._server import serving
 
     router = Router(bundles / "v0", backend="ort")
-    with serving(create_app(router, TOKEN, max_body_bytes=1 << 20)) as url:
+    with serving(create_app(router, TOKEN, max_body_bytes=1 << 20, allow_unsigned=True)) as url:
         yield url, router
 
 
@@ -250,3 +251,156 @@ def test_every_error_body_is_json_and_the_model_config_answers_as_triton_does(se
     cfg = json.loads(raw)
     assert code == 200 and cfg["name"] == "task_02" and cfg["input"][0]["dims"] == [1, 8, 8]
     assert cfg["output"][0]["dims"] == [2] and json.loads(cfg["parameters"]["input_mean"]["string_value"])
+
+
+def _off_loop() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
+def test_parsing_a_request_body_runs_off_the_event_loop(server, monkeypatch):
+    """A JSON body of up to the size limit takes a while to parse: done on the event loop, every health check
+    would wait behind it (issue 22 item 5)."""
+    from pcl_edge.runtime import http, oip
+
+    url, _ = server
+    where = []
+    monkeypatch.setattr(http, "decode_request", lambda *a: where.append(_off_loop()) or oip.decode_request(*a))
+    ok, h = jbody({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]})
+    assert call(url, "/v2/models/task_01/infer", ok, h)[0] == 200 and where == [True]
+
+
+def test_a_client_that_trickles_its_body_is_cut_off_and_health_answers_meanwhile(bundles):
+    import socket
+
+    from pcl_edge.runtime.http import create_app
+    from tests._server import serving
+
+    router = Router(bundles / "v0", backend="ort")
+    with serving(create_app(router, TOKEN, body_timeout_s=0.5)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /v2/models/task_01/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
+            t0 = time.monotonic()
+            assert call(url, "/v2/health/live")[0] == 200  # the event loop is free
+            s.settimeout(10)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 5
+
+
+def test_an_upload_writes_and_fsyncs_off_the_event_loop(bundles, tmp_path, monkeypatch):
+    import shutil
+
+    from pcl_edge.bundle import pack_bundle
+    from pcl_edge.runtime import ota
+    from pcl_edge.runtime.http import create_app
+    from tests._server import serving
+
+    shutil.copytree(bundles / "v0", tmp_path / "v0")
+    pack_bundle(bundles / "v1", tmp_path / "v1.tar")
+    where = []
+
+    class Recording:
+        def __init__(self, path, mode):
+            self.fh = open(path, mode)  # noqa: SIM115
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            where.append(_off_loop())
+            return self.fh.write(data)
+
+        def flush(self):
+            where.append(_off_loop())
+            self.fh.flush()
+
+        def fileno(self):
+            return self.fh.fileno()
+
+    monkeypatch.setattr(ota, "_open", Recording)
+    router = Router(tmp_path / "v0", backend="ort", store=tmp_path / "store")
+    with serving(create_app(router, TOKEN, allow_unsigned=True)) as url:
+        req = urllib.request.Request(url + "/v2/admin/bundle", data=(tmp_path / "v1.tar").read_bytes(), method="PUT",
+                                     headers={"authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
+    assert where and all(where)
+
+
+@pytest.mark.parametrize("body,match", [
+    ({"inputs": [{"name": "input", "shape": [2**64, 1], "datatype": "FP32", "data": [0.0]}]}, "integers in 0.."),
+    ({"inputs": [{"name": "input", "shape": [2**31 - 1] * 4, "datatype": "FP32", "data": [0.0]}]}, "more elements"),
+], ids=["above-2^63", "absurd-product"])
+def test_absurd_shapes_are_a_400_not_a_500(server, body, match):
+    url, _ = server
+    status, _, raw = call(url, "/v2/models/task_01/infer", json.dumps(body).encode(),
+                          {"content-type": "application/json"}, "POST")
+    assert status == 400 and match in json.loads(raw)["error"], raw
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(server):
+    url, _ = server
+    deep = b'{"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": ' + b"[" * 100_000 + \
+        b"]" * 100_000 + b"}]}"
+    status, _, raw = call(url, "/v2/models/task_01/infer", deep, {"content-type": "application/json"}, "POST")
+    assert status == 400 and "nested too deeply" in json.loads(raw)["error"]
+
+
+@pytest.mark.parametrize("header,status", [(f"Bearer {TOKEN}", 200), (f"bearer {TOKEN}", 200),
+                                           (f"BEARER  {TOKEN}", 200), (f"Basic {TOKEN}", 401), (TOKEN, 401)])
+def test_the_bearer_scheme_is_case_insensitive(server, header, status):
+    url, _ = server
+    assert call(url, "/v2/repository/index", b"", {"Authorization": header}, "POST")[0] == status
+
+
+def test_task_names_are_escaped_in_prometheus_labels(bundles, tmp_path):
+    import shutil
+
+    from pcl_edge.bundle.manifest import seal
+    from pcl_edge.runtime.http import create_app
+    from tests._server import serving
+
+    shutil.copytree(bundles / "v0", tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    m["tasks"][0]["name"] = 'evil"} 1\nfake_metric{x="'
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(seal({k: v for k, v in m.items()
+                                                                    if k != "manifest_sha256"})))
+    with serving(create_app(Router(tmp_path / "b", backend="ort"))) as url:
+        text = call(url, "/metrics")[2].decode()
+    assert not any(line.startswith("fake_metric") for line in text.splitlines())
+    assert 'task="evil\\"} 1\\nfake_metric{x=\\""' in text
+
+
+def test_a_large_json_body_is_parsed_in_a_worker_process(bundles):
+    """CPython's JSON parser holds the GIL for the whole parse: a body over 1 MiB goes to a worker process, so the
+    event loop keeps answering; the answer is the same as for a small body."""
+    from pcl_edge.runtime.http import create_app
+    from tests._server import serving
+
+    app = create_app(Router(bundles / "v0", backend="ort"))
+    big = json.dumps({"inputs": [{"name": "input", "shape": [3000, 1, 8, 8], "datatype": "FP32",
+                                  "data": [0.25] * (3000 * 64)}]}).encode()
+    assert len(big) > 1 << 20
+    with serving(app) as url:
+        status, _, raw = call(url, "/v2/models/task_01/infer", big, {"content-type": "application/json"}, "POST")
+        assert status == 400 and "batch size 3000" in json.loads(raw)["error"]
+        one = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                      "data": [0.25] * 64}]}).encode()
+        assert call(url, "/v2/models/task_01/infer", one, {"content-type": "application/json"}, "POST")[0] == 200
+        pool = app.state.decoder._pool
+        assert app.state.decoder.in_process == 1 and pool is not None
+        assert pool._processes and os.getpid() not in pool._processes  # a process of its own, not a thread

@@ -171,11 +171,12 @@ def test_a_joint_run_cannot_learn_more_tasks(tmp_path):
 def test_dry_run_lists_the_new_tasks_and_learns_nothing(run3, capsys):
     from pcl_edge.cli import main
 
-    before = snapshot(run3)
+    before, lock = snapshot(run3), (run3 / ".lock").read_bytes()
     assert main(["-q", "learn", str(run3), "--tasks", "6,7/8,9", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "3 tasks learned, 3 planned; would add:" in out and "task 4: 6,7 from digits" in out
     assert "task 5: 8,9 from digits (train " in out and snapshot(run3) == before
+    assert (run3 / ".lock").read_bytes() == lock  # a dry run only reads: it takes no lock
 
 
 def test_the_run_object_lists_experts_and_predicts(bundles, tmp_path):
@@ -204,3 +205,40 @@ def test_task_specs_count_classes_not_yet_learned():
     assert parse_task_spec(None, names) == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
     with pytest.raises(DataError, match="already learned 10 of the 10"):
         parse_task_spec(None, names, {c: 1 for c in range(10)}, default="rest")
+
+
+def test_a_source_that_changed_since_it_was_planned_is_refused(bundles, tmp_path):
+    """Adding images to a source moves its test split under the experts already learned: refused, nothing changed."""
+    shutil.copytree(bundles / "run3", tmp_path / "run")
+    site = _image_folder(tmp_path / "site_b", {"a": 0, "b": 1}, [(8, 8)])
+    learn(tmp_path / "run", f"imagefolder:{site}", progress=False)
+    plan = json.loads((tmp_path / "run" / "tasks.json").read_text())
+    assert set(plan["sources"]) == {"digits", f"imagefolder:{site.resolve()}"}
+    shutil.copy(site / "train" / "a" / "0.jpg", site / "train" / "a" / "new.jpg")
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(DataError, match="changed since task 4 was planned"):
+        learn(tmp_path / "run", tasks="6,7", progress=False)
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_a_run_made_before_plans_were_kept_keeps_its_validation_splits(bundles, tmp_path):
+    """Such a run carved validation with one RNG over its tasks in order: resumed or grown, it still does (so its
+    remaining tasks get the splits they would have had), and tasks.json says so."""
+    from pcl_edge.data import load_pool, stream_from_plan
+    from pcl_edge.data.plan import extend_plan
+    from pcl_edge.data.stream import stratified_split
+
+    pool = load_pool("digits")
+    plan = extend_plan([], "digits", pool.class_names, "5x2", default="5")
+    legacy = stream_from_plan(plan, 0, val_scheme="sequential")
+    rng = np.random.default_rng([0, 2])  # the carving of those runs, spelled out
+    keep, _ = stratified_split(pool.y_train, 0.2, np.random.default_rng([0, 1]))
+    x, y = pool.x_train[keep], pool.y_train[keep]
+    for task in legacy.tasks:
+        sel = np.isin(y, task.classes)
+        _, val = stratified_split(y[sel] - min(task.classes), 0.15, rng)  # consecutive classes: local labels
+        assert np.array_equal(task.val.x, x[sel][val])
+    shutil.copytree(bundles / "run3", tmp_path / "run")
+    (tmp_path / "run" / "tasks.json").unlink()
+    learn(tmp_path / "run", tasks="1x2", progress=False)
+    assert json.loads((tmp_path / "run" / "tasks.json").read_text())["val_scheme"] == "sequential"

@@ -21,14 +21,15 @@ X = np.zeros((1, 1, 8, 8), np.float32)
 
 @pytest.fixture
 def device(bundles, tmp_path):  # noqa: F811
-    """A device serving v0, with an upload store; yields (url, router, store)."""
+    """A device serving v0, with an upload store, accepting unsigned bundles (--allow-unsigned: these tests are about
+    uploads, not signatures); yields (url, router, store)."""
     from pcl_edge.runtime.http import create_app
     from tests._server import serving
 
     shutil.copytree(bundles / "v0", tmp_path / "v0")
     store = tmp_path / "store"
     router = Router(tmp_path / "v0", backend="ort", store=store, keep=2)
-    with serving(create_app(router, TOKEN, max_bundle_bytes=4 << 20)) as url:
+    with serving(create_app(router, TOKEN, max_bundle_bytes=4 << 20, allow_unsigned=True)) as url:
         yield url, router, store
 
 
@@ -43,9 +44,9 @@ def put(url, data, token=TOKEN):
 
 
 def leftovers(store):
-    """Files left under the store besides its record (empty managed directories do not count)."""
-    return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file() and p.name != "store.json") \
-        if store.exists() else []
+    """Files left under the store besides its record and lock (empty managed directories do not count)."""
+    return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file() and p.name not in
+                  ("store.json", ".lock")) if store.exists() else []
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +176,103 @@ def test_a_device_with_trusted_keys_refuses_an_unsigned_upload(bundles, tmp_path
         (tmp_path / "token").write_text(TOKEN)
         assert main(["-q", "push", str(signed), "--url", url, "--token-file", str(tmp_path / "token")]) == 0
         assert len(router.tasks()) == 5
+
+
+def test_without_trusted_keys_uploads_and_activations_are_refused_by_default(bundles, tmp_path, v1_tar):
+    """The token alone must not decide what code runs on the device: no --trusted-key, no --allow-unsigned, no OTA."""
+    from pcl_edge.runtime.http import create_app
+    from tests._server import serving
+
+    shutil.copytree(bundles / "v0", tmp_path / "v0")
+    router = Router(tmp_path / "v0", backend="ort", store=tmp_path / "store")
+    before = router.version.digest
+    with serving(create_app(router, TOKEN)) as url:
+        code, answer = put(url, v1_tar.read_bytes())
+        assert code == 403 and "no trusted keys" in answer["error"] and "--allow-unsigned" in answer["error"]
+        req = urllib.request.Request(url + "/v2/admin/activate", data=json.dumps({"bundle": str(bundles / "v1")})
+                                     .encode(), method="POST", headers={"authorization": f"Bearer {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=60)
+        assert err.value.code == 403
+    assert router.version.digest == before and leftovers(tmp_path / "store") == []
+
+
+def test_allow_unsigned_warns_on_every_activation(device, v1_tar, caplog):
+    import logging
+
+    url, router, store = device
+    with caplog.at_level(logging.WARNING):
+        assert put(url, v1_tar.read_bytes())[0] == 200
+    assert any("without a signature check" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("url,insecure,ok", [
+    ("http://jetson.example:8000", False, False),
+    ("http://jetson.example:8000", True, True),
+    ("https://jetson.example:8000", False, True),
+    ("http://127.0.0.1:8000", False, True),
+    ("ftp://jetson.example", True, False),
+])
+def test_push_keeps_the_token_off_plain_http_to_other_hosts(url, insecure, ok):
+    from pcl_edge.runtime.ota import check_transport
+
+    if ok:
+        check_transport(url, insecure)
+    else:
+        with pytest.raises(ValueError, match="plain http|not an http"):
+            check_transport(url, insecure)
+
+
+def test_serve_over_tls_and_push_to_it(bundles, tmp_path, v1_tar):
+    """serve --tls-cert/--tls-key as a subprocess, a self-signed certificate; push --ca-cert trusts it."""
+    pytest.importorskip("cryptography")
+    import datetime
+    import re
+    import subprocess
+    import sys
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from pcl_edge.bundle.signing import keygen, sign_bundle
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    signing, pub = keygen(tmp_path / "release")
+    shutil.copytree(bundles / "v0", tmp_path / "v0")
+    sign_bundle(tmp_path / "v0", signing)
+    shutil.copy(v1_tar, tmp_path / "v1.tar")
+    sign_bundle(tmp_path / "v1.tar", signing)
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "token").chmod(0o600)
+    proc = subprocess.Popen([sys.executable, "-m", "pcl_edge.cli", "serve", str(tmp_path / "v0"), "--backend", "ort",
+                             "--port", "0", "--token-file", str(tmp_path / "token"), "--trusted-key", str(pub),
+                             "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in proc.stderr:
+            m = re.search(r"on https://[\d.]+:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "serve did not start over TLS"
+        from pcl_edge.runtime.ota import push
+
+        answer = push(tmp_path / "v1.tar", f"https://localhost:{port}", TOKEN, ca_cert=tmp_path / "cert.pem")
+        assert answer["bundle_version"] == 2 and len(answer["tasks"]) == 5
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -135,7 +135,7 @@ def test_a_failing_bundle_is_refused_and_the_old_one_keeps_serving(bundles, tmp_
     from pcl_edge.bundle.manifest import seal, sha256_bytes
 
     m = json.loads((broken / "manifest.json").read_text())
-    m["tasks"][1]["sha256"] = sha256_bytes(b"not onnx")
+    m["tasks"][1]["sha256"], m["tasks"][1]["size"] = sha256_bytes(b"not onnx"), len(b"not onnx")
     m["bundle_version"] += 1  # newer than the active one: what decides is the self-test
     (broken / "manifest.json").write_text(json.dumps(seal({k: v for k, v in m.items() if k != "manifest_sha256"})))
     with pytest.raises(ServiceUnavailable, match="no backend can run task 2"):
@@ -163,6 +163,42 @@ def test_the_device_side_never_imports_torch(bundles):
                       "          if m.startswith('pcl_edge.')))")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "(1, 2) False False"  # no torch, and nothing of the training side
+
+
+def test_pcl_edge_serve_imports_no_torch_even_where_torch_is_installed(bundles, tmp_path):
+    """The device contract with torch importable (a workstation serving, or a device image that happens to carry it):
+    building the CLI (whose help lists the presets) and running serve up to the point it listens imports no torch
+    and nothing of the training side."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport pcl_edge.runtime.http as http\n"
+            "http.serve = lambda router, *a, **k: print(len(router.tasks()))\n"
+            "from pcl_edge.cli import main\n"
+            f"rc = main(['-q', 'serve', {str(bundles / 'v1')!r}, '--backend', 'ort', '--bundle-store', "
+            f"{str(tmp_path / 'store')!r}])\n"
+            "training = {m.split('.')[1] for m in sys.modules if m.startswith('pcl_edge.')} & "
+            "{'export', 'data', 'space', 'report'}\n"
+            "print(rc, 'torch' in sys.modules, sorted(training))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:2] == ["5", "0 False []"], res.stdout
+    import importlib.util
+
+    assert importlib.util.find_spec("torch") is not None  # the point: torch was there to be imported
+
+
+def test_a_missing_pillow_on_the_device_names_the_device_extra(tmp_path):
+    from tests._isolation import run_without
+
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8")
+    res = run_without(("PIL",), "from pathlib import Path\nfrom pcl_edge.bundle.calibration import load_images\n"
+                      "from pcl_edge.cli import missing_dependency\n"
+                      "try:\n"
+                      f"    load_images([Path({str(tmp_path / 'a.jpg')!r})], {{'input': {{'shape': [1, 8, 8]}}}})\n"
+                      "except ImportError as exc:\n    print(missing_dependency(exc))\n")
+    assert res.returncode == 0, res.stderr
+    assert "pip install 'pcl-edge[calib]'" in res.stdout and "[train]" not in res.stdout
 
 
 def test_tensorrt_session_logic_against_a_fake_tensorrt(bundles, tmp_path, monkeypatch):  # noqa: F811

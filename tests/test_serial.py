@@ -4,6 +4,7 @@ No hardware needed."""
 import os
 import select
 import threading
+import time
 import tty
 
 import numpy as np
@@ -135,3 +136,49 @@ def test_end_to_end_over_a_pty(bundles):  # noqa: F811
         thread.join(timeout=5)
         os.close(master)
         os.close(slave)
+
+
+def test_noise_in_the_length_field_costs_one_frame_not_the_frames_after_it():
+    """A corrupted length (here: close to the 4 MiB limit) on a busy line: the header CRC drops that frame at once,
+    and the four frames the host sent right after it are all answered."""
+    import struct
+
+    from pcl_edge.runtime.serial_protocol import MAX_PAYLOAD
+
+    port = loop(timeout=0.01)
+    frames = [encode(tensor_frame(INFER, i, 1, np.zeros((1, 2), np.float32))) for i in range(1, 6)]
+    bad = bytearray(frames[0])
+    at = 2 + 10 + 4 * 2  # magic, fixed header, a 2-d shape: the length field
+    bad[at:at + 4] = struct.pack("<I", MAX_PAYLOAD - 1)
+    port.write(bytes(bad) + b"".join(frames[1:]))
+    reader = FrameReader(port, frame_timeout=30)  # a long deadline: only the header's own check can help
+    t0 = time.monotonic()
+    with pytest.raises(FrameError, match="header CRC") as e:
+        reader.read()
+    assert e.value.request_id is None  # a request id from a corrupted header is not trusted
+    assert [reader.read(0.5).request_id for _ in range(4)] == [2, 3, 4, 5] and time.monotonic() - t0 < 5
+
+
+def test_the_frame_deadline_holds_while_the_line_stays_busy():
+    """A frame that announces a large payload, then only noise, without pause: dropped at its deadline."""
+    import threading
+
+    port = loop(timeout=0.01)
+    big = bytearray(encode(tensor_frame(INFER, 9, 1, np.zeros((1, 1 << 16), np.float32))))
+    port.write(bytes(big[:64]))  # the header (its CRC holds) and the start of the payload
+    stop = threading.Event()
+
+    def chatter():
+        while not stop.is_set():
+            port.write(b"\x00" * 32)
+            time.sleep(0.002)
+
+    threading.Thread(target=chatter, daemon=True).start()
+    reader = FrameReader(port, frame_timeout=0.3)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(FrameError, match="truncated"):
+            reader.read()
+    finally:
+        stop.set()
+    assert time.monotonic() - t0 < 2

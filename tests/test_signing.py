@@ -49,6 +49,7 @@ def test_signed_bundles_verify_and_everything_else_is_refused(bundles, keys, tmp
     import hashlib
 
     m["tasks"][0]["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+    m["tasks"][0]["size"] = model.stat().st_size
     (b / "manifest.json").write_text(json.dumps(seal({k: v for k, v in m.items() if k != "manifest_sha256"})))
     verify_bundle(b)  # the seal alone is satisfied
     with pytest.raises(BundleError, match="does not verify"):

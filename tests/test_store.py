@@ -56,15 +56,16 @@ def test_a_restart_serves_what_was_last_activated_and_the_rollback_persists(devi
 def test_a_bundle_that_is_not_newer_is_refused_and_only_rollback_goes_back(device):
     root, store = device
     r = Router(root / "v1", backend="ort", store=store)
+    pack_bundle(root / "v0", root / "v0.tar")
     with pytest.raises(VersionConflict, match=r"bundle version 1 \(.*\) is not newer than the active bundle version "
                                               r"2 \(.*\): refused \(anti-rollback\)"):
-        r.activate(root / "v0")
-    twin = resealed(root / "v0", root / "twin", 2)  # another bundle with the active one's version
+        r.activate(root / "v0.tar")
+    pack_bundle(resealed(root / "v0", root / "twin", 2), root / "twin.tar")  # another bundle of the active version
     with pytest.raises(VersionConflict, match="bundle version 2"):
-        r.activate(twin)
+        r.activate(root / "twin.tar")
     assert r.version.digest == digest(root / "v1") and r.activate(root / "v1")["bundle_version"] == 2  # same: no-op
     assert [e.bundle_version for e in r.store.history] == [2]
-    assert list((store / "unpacked").iterdir()) == []
+    assert list((store / "unpacked").iterdir()) == []  # the refused tars were unpacked to be verified: gone again
 
 
 def test_an_older_command_line_bundle_never_replaces_the_stored_one_and_a_newer_one_does(device, caplog):
@@ -127,7 +128,7 @@ def test_a_kill_9_at_any_point_leaves_the_old_or_the_new_bundle_in_full(device, 
     for t in again.tasks():
         assert again.infer(t["id"], X).logits.shape == (1, 2)
     left = sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())
-    kept = {"store.json"} | ({f"uploads/{upload.name}"} if new else set())
+    kept = {"store.json", ".lock"} | ({f"uploads/{upload.name}"} if new else set())
     assert {p for p in left if not p.startswith("unpacked/")} == kept
     assert all(p.split("/")[1] == again.version.root.name for p in left if p.startswith("unpacked/"))
 
@@ -185,3 +186,109 @@ def test_tasks_that_did_not_change_reuse_their_engines(device, monkeypatch):
     assert builds() == 5  # 0 rebuilds for the 3 unchanged tasks
     Router(root / "v0", backend="tensorrt", store=store, backend_options={"trt": trt, "cuda": FakeCuda()})
     assert builds() == 5  # and none after a restart
+
+
+def test_a_record_that_cannot_be_written_changes_nothing(device, monkeypatch):
+    """The record is written before the swap: a full disk at that moment refuses the activation, v0 keeps serving,
+    memory and disk agree."""
+    from pcl_edge.runtime import store as store_module
+
+    root, store = device
+    r = Router(root / "v0", backend="ort", store=store)
+    record = (store / "store.json").read_bytes()
+
+    def full_disk(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "atomic_open", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        r.activate(root / "v1")
+    assert r.version.digest == digest(root / "v0") and [e.bundle_version for e in r.store.history] == [1]
+    assert (store / "store.json").read_bytes() == record
+
+
+def test_an_engine_planted_in_the_cache_is_never_loaded(device, monkeypatch):
+    """The chain of trust goes past the ONNX file (issue 22 item 6): an engine file in the shared cache whose header
+    is right but whose plan this service never built (a forged plan) is rebuilt, not deserialised; a model file
+    changed after verification is refused when a session (re)opens."""
+    from pcl_edge.bundle import tensorrt_builder
+    from pcl_edge.bundle.engine import read_engine, write_engine
+    from tests.fake_tensorrt import FakeCuda, make_fake_tensorrt
+
+    root, store = device
+    monkeypatch.setattr(tensorrt_builder, "gpu_name", lambda: "Orin (nvgpu)")
+    trt = make_fake_tensorrt()
+    builds = lambda: [c[0] for c in trt.calls].count("build_serialized_network")  # noqa: E731
+    opts = {"trt": trt, "cuda": FakeCuda()}
+    Router(root / "v0", backend="tensorrt", store=store, backend_options=opts)
+    assert builds() == 3
+    engine = next(p for p in (root / "v0.engines").glob("*.engine"))
+    header, plan = read_engine(engine)
+    write_engine(engine, header, b"forged" + bytes(plan))  # same header, another plan
+    Router(root / "v0", backend="tensorrt", store=store, backend_options=opts)
+    assert builds() == 4 and read_engine(engine)[1] == plan  # rebuilt: the forged plan was never deserialised
+    ort = Router(root / "v0", backend="ort")
+    ort.load(2)
+    (root / "v0" / "models" / "task_02.onnx").write_bytes(b"changed after verification")
+    ort.unload(2)  # a lazy reload (after an eviction or an unload) reads the file again: re-hashed
+    from pcl_edge.runtime import ServiceUnavailable
+
+    with pytest.raises(ServiceUnavailable, match="no longer matches the sha256"):
+        ort.load(2)
+
+
+def test_engines_of_models_no_kept_bundle_has_are_removed(device, monkeypatch):
+    """Pruned bundles and refused ones leave no engines behind (issue 22 item 9): with keep=1, v1 (tasks 1-5) dropped
+    for a v3 that has tasks 1-3 only removes the engines of tasks 4-5; a refused bundle's new engines go too."""
+    from pcl_edge.bundle import tensorrt_builder
+    from pcl_edge.runtime import backends
+    from tests.fake_tensorrt import FakeCuda, make_fake_tensorrt
+
+    root, store = device
+    monkeypatch.setattr(tensorrt_builder, "gpu_name", lambda: "Orin (nvgpu)")
+    opts = {"trt": make_fake_tensorrt(), "cuda": FakeCuda()}
+    r = Router(root / "v0", backend="tensorrt", store=store, keep=1, backend_options=opts)
+    engines = lambda: len(list((root / "v0.engines").glob("*.engine")))  # noqa: E731
+    r.activate(root / "v1")
+    assert engines() == 5
+    r.activate(resealed(root / "v0", root / "v3", 3))
+    assert engines() == 3
+    real = backends.self_test
+
+    def task_5_fails(session, task):
+        if task["id"] == 5:
+            raise RuntimeError("self-test failed")
+        real(session, task)
+
+    monkeypatch.setattr(backends, "self_test", task_5_fails)
+    with pytest.raises(Exception, match="task 5"):
+        r.activate(resealed(root / "v1", root / "v4", 4))
+    assert engines() == 3 and r.version.bundle_version == 3
+
+
+def test_what_a_kill_during_the_first_start_leaves_does_not_stop_the_next(device):
+    """A kill -9 while the store's first record (or the engine ledger) was being written leaves a temporary file and
+    no store.json: the next start adopts the directory, removes the leftover and serves."""
+    root, store = device
+    store.mkdir()
+    (store / ".store.json.ab12cd.tmp").write_text('{"format": "pcl-e')
+    (store / ".engines.json.ef34gh.tmp").write_text("{")
+    r = Router(root / "v0", backend="ort", store=store)
+    assert r.version.digest == digest(root / "v0")
+    assert not list(store.glob(".*.tmp"))
+
+
+def test_one_service_per_store(device):
+    """A second service on the same store (an overlapping restart) is refused with one clear error; the first one's
+    files are untouched."""
+    import subprocess
+    import sys
+
+    root, store = device
+    Router(root / "v0", backend="ort", store=store)  # this process holds the store
+    before = sorted(p.name for p in store.rglob("*"))
+    res = subprocess.run([sys.executable, "-c", "from pcl_edge.runtime import Router\n"
+                          f"Router({str(root / 'v1')!r}, backend='ort', store={str(store)!r})"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "in use by another process" in res.stderr
+    assert sorted(p.name for p in store.rglob("*")) == before

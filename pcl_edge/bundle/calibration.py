@@ -49,8 +49,11 @@ def load_images(files: list[Path], task: dict) -> np.ndarray:
         if f.suffix == ".npy":
             arr = np.load(f, allow_pickle=False)
         else:
-            from PIL import Image
-
+            try:
+                from PIL import Image
+            except ImportError:
+                raise ImportError("Pillow is not installed: pip install 'pcl-edge[calib]' (it reads JPEG/PNG "
+                                  "calibration images on the device; .npy needs nothing)") from None
             with Image.open(f) as im:
                 arr = np.asarray(im.convert("L" if c == 1 else "RGB"))
         arr = arr.reshape(*arr.shape[:2], -1) if arr.ndim in (2, 3) else arr

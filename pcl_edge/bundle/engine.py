@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -78,6 +79,46 @@ class EngineHeader:
             got, want = getattr(self.spec, name), getattr(expected.spec, name)
             if got != want:
                 raise EngineMismatch(f"engine was built for {name}={got!r}, this device needs {want!r}: rebuild it")
+
+
+_LEDGER_LOCK = threading.Lock()
+
+
+class EngineLedger:
+    """What this service itself built (or recorded): engine file -> the sha256 of the model bytes it was built from
+    and of its plan. It lives where only the service writes (its bundle store), not in the engine cache, so an
+    engine planted in the cache with a forged header is never loaded: a plan whose sha256 is not recorded here, or
+    no longer matches, is rebuilt. Rewritten atomically."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def _read(self) -> dict:
+        try:
+            raw = json.loads(self.path.read_text())
+            return raw if isinstance(raw, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def matches(self, name: str, model_sha256: str, plan: bytes) -> bool:
+        entry = self._read().get(name) or {}
+        return entry.get("model_sha256") == model_sha256 and entry.get("plan_sha256") == \
+            hashlib.sha256(plan).hexdigest()
+
+    def record(self, name: str, model_sha256: str, plan: bytes) -> None:
+        """Add an entry: read, modify and write under a lock held across threads and processes (a lazy load and an
+        activation, or build-engines and the service, may build at the same time), so no entry is lost."""
+        import fcntl
+
+        from .._io import atomic_open
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _LEDGER_LOCK, open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = self._read()
+            entries[name] = {"model_sha256": model_sha256, "plan_sha256": hashlib.sha256(plan).hexdigest()}
+            with atomic_open(self.path, "w") as fh:
+                json.dump(entries, fh, indent=1, sort_keys=True)
 
 
 def engine_dir(bundle: str | os.PathLike) -> Path:

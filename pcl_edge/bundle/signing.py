@@ -91,14 +91,17 @@ def load_trusted_keys(path: str | os.PathLike) -> dict[str, object]:
 
 def signatures_of(root: Path) -> list[dict]:
     path = Path(root) / SIGNATURES
-    if not path.exists():
-        return []
+    return parse_signatures(path.read_bytes(), str(path)) if path.exists() else []
+
+
+def parse_signatures(raw: bytes, where: str = SIGNATURES) -> list[dict]:
     try:
-        sigs = json.loads(path.read_text())
-    except ValueError as exc:
-        raise BundleError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(sigs, list) or not all(isinstance(s, dict) and {"key_id", "signature"} <= set(s) for s in sigs):
-        raise BundleError(f"{path} is not a list of signatures")
+        sigs = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"{where} is not valid JSON: {type(exc).__name__}") from None
+    if not isinstance(sigs, list) or not all(isinstance(s, dict) and isinstance(s.get("key_id"), str)
+                                             and isinstance(s.get("signature"), str) for s in sigs):
+        raise BundleError(f"{where} is not a list of signatures (key_id and signature strings)")
     return sigs
 
 
@@ -117,8 +120,12 @@ def sign_dir(root: Path, key_path: str | os.PathLike) -> dict:
 
 def check_signature(root: Path, manifest: dict, trusted: dict[str, object]) -> str:
     """The id of a trusted key whose signature of this manifest verifies; BundleError otherwise."""
+    return check_signatures(signatures_of(root), manifest, trusted)
+
+
+def check_signatures(sigs: list[dict], manifest: dict, trusted: dict[str, object]) -> str:
+    """``check_signature`` on signatures already read (an archive's, before anything of it is unpacked)."""
     _, _, invalid = _crypto()
-    sigs = signatures_of(root)
     if not sigs:
         raise BundleError("bundle is not signed, and this device only accepts bundles signed by a trusted key")
     known = [s for s in sigs if s["key_id"] in trusted]

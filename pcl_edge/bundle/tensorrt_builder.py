@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .._io import atomic_open
 from . import _trt_compat as compat
-from .archive import bundle_dir, verify_bundle
-from .engine import EngineHeader, EngineMismatch, EngineSpec, engine_dir, read_engine, write_engine
+from .archive import bundle_dir, read_verified, verify_bundle
+from .engine import EngineHeader, EngineLedger, EngineMismatch, EngineSpec, engine_dir, read_engine, write_engine
 
 log = logging.getLogger(__name__)
 
@@ -101,22 +101,24 @@ def engine_path(cache_dir: Path, header: EngineHeader) -> Path:
 
 
 def build_engines(bundle: str | Path, spec: EngineSpec | None = None, cache_dir: str | Path | None = None,
-                  calib_dir: str | Path | None = None, trt=None) -> list[Path]:
-    """Build (or reuse, when the header matches) an engine per task of ``bundle``; returns the engine paths."""
+                  calib_dir: str | Path | None = None, trt=None, ledger: EngineLedger | None = None) -> list[Path]:
+    """Build (or reuse, when the header matches) an engine per task of ``bundle``; returns the engine paths. With the
+    service's ``ledger`` (its bundle store's), the service will load what this built."""
     spec = spec or EngineSpec()
     trt = trt or compat.import_tensorrt()
     manifest = verify_bundle(bundle)
     cache_dir = Path(cache_dir) if cache_dir else engine_dir(bundle)
     spec = spec.for_device(trt)
     with bundle_dir(bundle) as root:
-        return [ensure_engine(trt, root, task, spec, cache_dir, calib_dir)[0] for task in manifest["tasks"]]
+        return [ensure_engine(trt, root, task, spec, cache_dir, calib_dir, ledger)[0] for task in manifest["tasks"]]
 
 
 def ensure_engine(trt, root: Path, task: dict, spec: EngineSpec, cache_dir: Path,
-                  calib_dir: str | Path | None = None) -> tuple[Path, EngineHeader]:
+                  calib_dir: str | Path | None = None, ledger: EngineLedger | None = None) -> tuple[Path, EngineHeader]:
     """The engine of one task of a (verified) bundle directory: reused when its header matches ``spec`` (filled in
-    for this device), built otherwise. The timing cache in ``cache_dir`` is read before and written after every
-    build."""
+    for this device) and, with a ``ledger``, its plan is one the ledger recorded for this model; built otherwise,
+    from the model bytes re-hashed against the manifest. The timing cache in ``cache_dir`` is read before and written
+    after every build."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not spec.tensorrt_version:
         spec = spec.for_device(trt)
@@ -124,7 +126,7 @@ def ensure_engine(trt, root: Path, task: dict, spec: EngineSpec, cache_dir: Path
     path = engine_path(cache_dir, header)
     if path.exists():
         try:
-            read_engine(path)[0].check(header)
+            load_engine_plan(path, header, ledger)
             log.info("task %s: engine up to date (%s)", task["id"], path.name)
             return path, header
         except EngineMismatch as exc:
@@ -133,6 +135,7 @@ def ensure_engine(trt, root: Path, task: dict, spec: EngineSpec, cache_dir: Path
     timing = timing_path.read_bytes() if timing_path.exists() else b""
     chw = tuple(task["input"]["shape"])
     model = root / task["model"]
+    data = read_verified(root, task["model"], task["sha256"])
     log.info("task %s: building %s engine; equivalent: %s", task["id"], spec.precision,
              trtexec_command(model, path, task["input"]["name"], chw, spec, timing_path))
     calibrator = None
@@ -140,15 +143,21 @@ def ensure_engine(trt, root: Path, task: dict, spec: EngineSpec, cache_dir: Path
         from .calibration import make_calibrator
 
         calibrator = make_calibrator(trt, task, calib_dir, cache_dir, bundle_root=root)
-    plan, timing = build_plan(trt, model.read_bytes(), task["input"]["name"], chw, spec, timing, calibrator)
+    plan, timing = build_plan(trt, data, task["input"]["name"], chw, spec, timing, calibrator)
     write_engine(path, header, plan)
+    if ledger is not None:
+        ledger.record(path.name, task["sha256"], bytes(plan))
     with atomic_open(timing_path, "wb") as fh:  # reused by the next task and the next build
         fh.write(timing)
     return path, header
 
 
-def load_engine_plan(path: Path, expected: EngineHeader) -> bytes:
-    """The plan bytes, only if the header matches what this device needs (else EngineMismatch: rebuild)."""
+def load_engine_plan(path: Path, expected: EngineHeader, ledger: EngineLedger | None = None) -> bytes:
+    """The plan bytes, only if the header matches what this device needs and, with a ``ledger``, the plan's sha256
+    is the one recorded when it was built (else EngineMismatch: rebuild). Re-hashed on every load."""
     header, plan = read_engine(path)
     header.check(expected)
+    if ledger is not None and not ledger.matches(path.name, expected.model_sha256, plan):
+        raise EngineMismatch(f"engine {path.name} is not one this service built for model "
+                             f"{expected.model_sha256[:16]} (its plan's sha256 is not recorded): rebuild it")
     return plan

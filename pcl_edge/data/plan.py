@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .sources import DataError
@@ -37,6 +37,34 @@ class TaskDef:
             return cls(str(d["source"]), tuple(int(c) for c in d["classes"]), tuple(str(n) for n in d["class_names"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"malformed task entry {d!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run records in tasks.json: its tasks, their input shape, how validation splits are carved, and a
+    fingerprint of each source as it was when its first task was planned (so a source that changed later is noticed
+    before its old tasks' test splits move under frozen experts)."""
+
+    tasks: tuple[TaskDef, ...]
+    input_shape: tuple[int, int, int]
+    val_scheme: str = "identity"  # "sequential": a run made before plans were kept (one RNG over tasks in order)
+    sources: dict[str, str] = field(default_factory=dict)  # source -> fingerprint of its pool
+
+    def to_dict(self) -> dict:
+        return {"version": 1, "input_shape": list(self.input_shape), "val_scheme": self.val_scheme,
+                "sources": dict(self.sources),
+                "tasks": [{"id": i + 1, **t.to_dict()} for i, t in enumerate(self.tasks)]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunPlan:
+        try:
+            scheme = d.get("val_scheme", "identity")
+            if scheme not in ("identity", "sequential"):
+                raise ValueError(f"val_scheme {scheme!r}")
+            return cls(tuple(TaskDef.from_dict(t) for t in d["tasks"]), tuple(int(v) for v in d["input_shape"]),
+                       scheme, {str(k): str(v) for k, v in (d.get("sources") or {}).items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"malformed task plan: {exc}") from None
 
 
 def normalize_source(source: str) -> str:

@@ -43,40 +43,62 @@ def stream_from_pool(pool: Pool, name: str, tasks: str | None = None, seed: int 
 
 
 def stream_from_plan(plan: list[TaskDef], seed: int = 0, *, test_fraction: float = 0.2, val_fraction: float = 0.15,
-                     size: tuple[int, int] | None = None, pools: dict[str, Pool] | None = None) -> TaskStream:
+                     size: tuple[int, int] | None = None, pools: dict[str, Pool] | None = None,
+                     val_scheme: str = "identity", fingerprints: dict[str, str] | None = None) -> TaskStream:
     """Every task of ``plan`` (ids 1..T in order) with its splits. Each source's test split is carved once, from the
     whole pool (seed only), so no task spec moves an image between train and test; each task's validation split is
-    carved from the task's own identity (seed, source, classes), so a task gets the same data whether it was
-    planned with the run or added months later. ``size`` (H, W) resizes sources of another size."""
+    carved from the task's own identity (seed, source kind, class names), so a task gets the same data whether it
+    was planned with the run or added months later (``val_scheme="sequential"``: one RNG over the tasks in order, as
+    runs made before plans were kept carved them). ``size`` (H, W) resizes sources of another size.
+    ``fingerprints`` (source -> ``pool_digest``): a source that no longer matches is refused, since its test
+    split, and so old tasks' accuracy rows, would move. The stream's summary holds every source's fingerprint."""
     pools = dict(pools or {})
     carved: dict[str, tuple] = {}
+    seen: dict[str, str] = {}
+    rng_sequential = np.random.default_rng([seed, 2])
     out = []
     for tid, td in enumerate(plan, start=1):
         if td.source not in carved:
             pool = pools.get(td.source) or load_pool(td.source, size=size)
-            if tuple(pool.class_names[c] for c in td.classes) != td.class_names:
-                raise DataError(f"task {tid}: {td.source} no longer has the classes {list(td.class_names)} at "
-                                f"{list(td.classes)} (the data changed since the task was planned)")
-            carved[td.source] = _carve_test(pool, seed, test_fraction)
-        x_tr, y_tr, x_te, y_te, _ = carved[td.source]
+            seen[td.source] = pool_digest(pool)
+            want = (fingerprints or {}).get(td.source)
+            if want is not None and want != seen[td.source]:
+                raise DataError(f"{td.source} changed since task {tid} was planned (its images or classes differ): "
+                                "the test splits of the tasks already learned would move; learn from the data as it "
+                                "was, and give new images to new tasks as another source")
+            carved[td.source] = (*_carve_test(pool, seed, test_fraction), pool.class_names)
+        x_tr, y_tr, x_te, y_te, _, names = carved[td.source]
         classes = td.classes
+        if any(c >= len(names) for c in classes) or tuple(names[c] for c in classes) != td.class_names:
+            raise DataError(f"task {tid}: {td.source} no longer has the classes {list(td.class_names)} at "
+                            f"{list(classes)} (the data changed since the task was planned)")
         sel_tr, sel_te = np.isin(y_tr, classes), np.isin(y_te, classes)
-        remap = np.full(max(int(y_tr.max(initial=0)), *classes) + 1, -1, np.int64)
+        remap = np.full(len(names), -1, np.int64)
         remap[list(classes)] = np.arange(len(classes))
         xt, yt = x_tr[sel_tr], remap[y_tr[sel_tr]]
         if len(np.unique(yt)) < len(classes):
             raise DataError(f"task {tid} classes {list(td.class_names)} have no training images in {td.source}")
-        rng_val = np.random.default_rng(_task_seed(seed, "val", td))
+        rng_val = rng_sequential if val_scheme == "sequential" else np.random.default_rng(_task_seed(seed, "val", td))
         fit_idx, val_idx = stratified_split(yt, val_fraction, rng_val)
         out.append(Task(id=tid, classes=tuple(classes), class_names=td.class_names, source=td.source,
                         train=Split(xt[fit_idx], yt[fit_idx]), val=Split(xt[val_idx], yt[val_idx]),
                         test=Split(x_te[sel_te], remap[y_te[sel_te]]), spec=_input_spec(xt[fit_idx])))
-    hows = {how for *_, how in carved.values()}
-    how = hows.pop() if len(hows) == 1 else "; ".join(f"{s}: {c[-1]}" for s, c in carved.items())
+    hows = {c[4] for c in carved.values()}
+    how = hows.pop() if len(hows) == 1 else "; ".join(f"{s}: {c[4]}" for s, c in carved.items())
     sources = list(dict.fromkeys(td.source for td in plan))
-    summary = {"sources": sources, "tasks": [td.to_dict() for td in plan], "val_fraction": val_fraction,
-               "test_fraction": test_fraction}
+    summary = {"sources": sources, "fingerprints": seen, "tasks": [td.to_dict() for td in plan],
+               "val_fraction": val_fraction, "test_fraction": test_fraction, "val_scheme": val_scheme}
     return TaskStream(name=" + ".join(sources), tasks=tuple(out), test_split=how, summary=summary)
+
+
+def pool_digest(pool: Pool) -> str:
+    """sha256 of a pool's images, labels and class names (its test split too): what a source was."""
+    h = hashlib.sha256("\n".join(pool.class_names).encode())
+    for a in (pool.x_train, pool.y_train, pool.x_test, pool.y_test):
+        if a is not None:
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
 
 
 def _carve_test(pool: Pool, seed: int, test_fraction: float) -> tuple:

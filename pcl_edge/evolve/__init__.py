@@ -1,9 +1,19 @@
-"""The PCL loop, selection, trainer, executors and baseline strategies."""
+"""The PCL loop, selection, trainer, executors and baseline strategies.
 
-from .api import evolve, learn
-from .config import PRESETS, ConfigError, EvolveConfig, preset_config
-from .run import Expert, Prediction, Run
-from .rundir import RunDir, RunDirError
+Names are imported on first use (PEP 562), so ``pcl_edge.evolve.config`` (the run configuration and its presets,
+which the CLI's help lists) reads without importing torch: the device's ``pcl-edge serve`` builds that help too."""
 
-__all__ = ["PRESETS", "ConfigError", "EvolveConfig", "Expert", "Prediction", "Run", "RunDir", "RunDirError", "evolve",
-           "learn", "preset_config"]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {"evolve": "api", "learn": "api", "PRESETS": "config", "ConfigError": "config", "EvolveConfig": "config",
+          "preset_config": "config", "RunDir": "rundir", "RunDirError": "rundir", "Expert": "run", "Prediction": "run",
+          "Run": "run"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

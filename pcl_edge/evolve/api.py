@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from ..data import DataError, TaskDef, extend_plan, load_pool, normalize_source, plan_stream, stream_from_plan
+from ..data import (
+    DataError,
+    RunPlan,
+    TaskDef,
+    extend_plan,
+    load_pool,
+    normalize_source,
+    plan_stream,
+    stream_from_plan,
+)
 from .candidate import failed_candidate
 from .config import ConfigError, EvolveConfig
 from .executors import create_executor
@@ -86,22 +97,20 @@ def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str
                 return _finished(run)
             cfg = stored.validate()
             run.clean_partial()
-            plan, shape = run_plan(run, cfg)
-            stream = stream_from_plan(plan, cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
-                                      size=shape[1:])
-            if run.read_plan() is None:  # a run from before plans were kept: record the one its config implies
-                run.write_plan(plan, shape)
+            plan = run_plan(run, cfg)
+            stream = _stream(plan, cfg)
+            run.write_plan(_recorded(plan, stream))  # a run from before plans were kept gets its plan written
             check_latency_budget(cfg, stream)
             return _run(cfg, stream, run, **run_options)
     cfg = (cfg or EvolveConfig()).validate()
     pool = load_pool(cfg.data)
-    plan = extend_plan([], cfg.data, pool.class_names, cfg.tasks, default="5")
-    stream = stream_from_plan(plan, cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
-                              pools={plan[0].source: pool})  # data errors surface before anything is written
+    tasks = extend_plan([], cfg.data, pool.class_names, cfg.tasks, default="5")
+    stream = stream_from_plan(tasks, cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
+                              pools={tasks[0].source: pool})  # data errors surface before anything is written
     check_latency_budget(cfg, stream)
     run = RunDir.create(out or default_out(cfg), cfg)
     with run.lock():
-        run.write_plan(plan, stream.tasks[0].spec.shape)
+        run.write_plan(RunPlan(tuple(tasks), tuple(stream.tasks[0].spec.shape), sources=stream.summary["fingerprints"]))
         if out is None:
             _link_latest(run.path)
         run.event("start", strategy=cfg.strategy, data=cfg.data, test_split=stream.test_split)
@@ -117,15 +126,29 @@ def _finished(run: RunDir) -> dict:
     return done
 
 
-def run_plan(run: RunDir, cfg: EvolveConfig) -> tuple[list[TaskDef], tuple[int, int, int]]:
-    """The run's task plan and input shape (C, H, W); a run made before plans were kept gets the one its config
-    implies."""
+def run_plan(run: RunDir, cfg: EvolveConfig) -> RunPlan:
+    """The run's task plan; a run made before plans were kept gets the one its config implies, with the validation
+    splits its tasks were carved with (one RNG over the tasks in order) and no source fingerprint yet."""
     stored = run.read_plan()
     if stored is not None:
         return stored
-    plan = plan_stream(cfg.data, cfg.tasks)
-    first = stream_from_plan(plan[:1], cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction)
-    return plan, tuple(first.tasks[0].spec.shape)
+    tasks = plan_stream(cfg.data, cfg.tasks)
+    first = stream_from_plan(tasks[:1], cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
+                             val_scheme="sequential")
+    return RunPlan(tuple(tasks), tuple(first.tasks[0].spec.shape), val_scheme="sequential")
+
+
+def _stream(plan: RunPlan, cfg: EvolveConfig, tasks: tuple[TaskDef, ...] | None = None, pools: dict | None = None):
+    """The stream of ``plan``'s tasks (or ``tasks``: the plan's and new ones), each source checked against the
+    fingerprint the plan recorded for it."""
+    return stream_from_plan(list(tasks or plan.tasks), cfg.seed, test_fraction=cfg.test_fraction,
+                            val_fraction=cfg.val_fraction, size=tuple(plan.input_shape[1:]), pools=pools,
+                            val_scheme=plan.val_scheme, fingerprints=plan.sources)
+
+
+def _recorded(plan: RunPlan, stream, tasks: tuple[TaskDef, ...] | None = None) -> RunPlan:
+    """``plan`` with ``tasks`` and the fingerprint of every source the stream loaded (old ones kept as they were)."""
+    return replace(plan, tasks=tuple(tasks or plan.tasks), sources={**stream.summary["fingerprints"], **plan.sources})
 
 
 def _learn(run_dir: str | os.PathLike, data: str | None, tasks: str | None, executor: str, progress: bool,
@@ -135,32 +158,34 @@ def _learn(run_dir: str | os.PathLike, data: str | None, tasks: str | None, exec
         raise RunDirError(f"{run.path} is a {cfg.strategy} run: it trains every task at once, so it cannot learn more "
                           "tasks; start a new run")
     cfg = cfg.validate()
-    with run.lock():
-        plan, shape = run_plan(run, cfg)
+    # a dry run only reads: no lock, so it changes nothing (not even the lock file)
+    with contextlib.nullcontext() if dry_run else run.lock():
+        plan = run_plan(run, cfg)
+        shape = plan.input_shape
         state = run.load_state()
         learned = state["task"] if state else 0
-        source = normalize_source(data) if data else plan[0].source
-        pool = load_pool(source, size=shape[1:])
+        source = normalize_source(data) if data else plan.tasks[0].source
+        pool = load_pool(source, size=tuple(shape[1:]))
         if pool.x_train.shape[3] != shape[0]:
             raise DataError(f"{source} has {pool.x_train.shape[3]}-channel images; this run's tasks take "
                             f"{shape[0]} channel(s) ({'x'.join(map(str, shape))}): convert the images")
         try:
-            new = extend_plan(plan, source, pool.class_names, tasks, default="rest")
+            new = extend_plan(list(plan.tasks), source, pool.class_names, tasks, default="rest")
         except DataError as exc:
-            pending = len(plan) - learned
-            hint = (f" (tasks {learned + 1}-{len(plan)} are planned and not learned yet: pcl-edge evolve --resume "
-                    f"{run.path} finishes them)") if pending > 0 else ""
+            pending = len(plan.tasks) - learned
+            hint = (f" (tasks {learned + 1}-{len(plan.tasks)} are planned and not learned yet: pcl-edge evolve "
+                    f"--resume {run.path} finishes them)") if pending > 0 else ""
             raise DataError(f"{exc}{hint}") from None
-        full = plan + new
-        stream = stream_from_plan(full, cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
-                                  size=shape[1:], pools={source: pool})
+        full = (*plan.tasks, *new)
+        stream = _stream(plan, cfg, full, pools={source: pool})
         check_latency_budget(cfg, stream)
         added = [{"id": t.id, "source": t.source, "classes": list(t.classes), "class_names": list(t.class_names),
-                  "train": len(t.train), "val": len(t.val), "test": len(t.test)} for t in stream.tasks[len(plan):]]
+                  "train": len(t.train), "val": len(t.val), "test": len(t.test)}
+                 for t in stream.tasks[len(plan.tasks):]]
         if dry_run:
-            return {"run_dir": str(run.path), "learned": learned, "planned": len(plan), "new_tasks": added}
+            return {"run_dir": str(run.path), "learned": learned, "planned": len(plan.tasks), "new_tasks": added}
         run.clean_partial()
-        run.write_plan(full, shape)
+        run.write_plan(_recorded(plan, stream, full))
         run.event("learn", tasks=added)
         log.info("%s: learning tasks %s (%s) after %d learned", run.path, [t["id"] for t in added], source, learned)
         real = run.path.resolve()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields, replace
 
-from .trainer import TrainConfig
+from .recipe import TrainConfig
 
 # A small hand-picked net (ResNet-ish, 3 stages) for the `fixed`, `finetune` and `joint` baselines.
 DEFAULT_BASELINE_GENOME = "d6_w16_p2.4_x2.4_s0:res-k3_s1:res-k3_s2:res-k3"

@@ -87,9 +87,9 @@ class Run:
     @property
     def tasks(self) -> list[dict]:
         """The task plan: id, source, classes, class names, and whether its expert (if any) is archived."""
-        plan, _ = run_plan(self.dir, self.config)
+        plan = run_plan(self.dir, self.config)
         done = set(self.dir.expert_ids())
-        return [{"id": i + 1, **t.to_dict(), "learned": i + 1 in done} for i, t in enumerate(plan)]
+        return [{"id": i + 1, **t.to_dict(), "learned": i + 1 in done} for i, t in enumerate(plan.tasks)]
 
     def experts(self) -> list[Expert]:
         """Every archived expert, its weights checked against their sha256."""

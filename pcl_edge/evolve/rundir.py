@@ -98,27 +98,25 @@ class RunDir:
     def plan_path(self) -> Path:
         return self.path / "tasks.json"
 
-    def read_plan(self) -> tuple[list, tuple[int, int, int]] | None:
-        """(task plan, input shape C x H x W), or None for a run made before plans were kept (its config says)."""
-        from ..data import DataError, TaskDef
+    def read_plan(self):
+        """The run's ``data.RunPlan``, or None for a run made before plans were kept (its config says)."""
+        from ..data import DataError, RunPlan
 
         if not self.plan_path.is_file():
             return None
         try:
-            raw = read_json(self.plan_path)
-            return [TaskDef.from_dict(t) for t in raw["tasks"]], tuple(int(v) for v in raw["input_shape"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, DataError) as exc:
+            return RunPlan.from_dict(read_json(self.plan_path))
+        except (json.JSONDecodeError, DataError) as exc:
             raise RunDirError(f"{self.plan_path} is unreadable: {exc}") from None
 
-    def write_plan(self, plan: list, input_shape: tuple[int, int, int]) -> None:
-        write_json(self.plan_path, {"version": 1, "input_shape": list(input_shape),
-                                    "tasks": [{"id": i + 1, **t.to_dict()} for i, t in enumerate(plan)]})
+    def write_plan(self, plan) -> None:
+        write_json(self.plan_path, plan.to_dict())
 
     def finished(self) -> bool:
         """Every planned task learned and summarised (a run that ``learn`` extended is unfinished until then)."""
         s = self.summary()
         plan = self.read_plan()
-        return s is not None and (plan is None or len(s.get("tasks", [])) >= len(plan[0]))
+        return s is not None and (plan is None or len(s.get("tasks", [])) >= len(plan.tasks))
 
     # -- logs ---------------------------------------------------------------------------------------------------
     def event(self, kind: str, **data: Any) -> None:

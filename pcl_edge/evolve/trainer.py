@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .._progress import progress
 from ..data import Split, Task
+from .recipe import TrainConfig  # noqa: F401  (re-exported: the recipe lives in a torch-free module)
 
 # The label of a step progress bar for trainings run in this thread (None: no bar). Set by step_progress() around a
 # long training done in this process (an expert's final training, a baseline's); a worker process never sets it, so
@@ -63,20 +64,6 @@ def step_progress(desc: str, enabled: bool = True) -> Iterator[None]:
 def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any identity (run seed, task, generation, child ...)."""
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 100  # optimizer steps: a budget independent of the dataset's size, as NAS proxies use
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    augment: str = "none"  # none | shift | shift-flip
-    # torch intra-op threads for one training of this kind; 0 = every core this process may use. Part of the
-    # recipe because float results depend on it: a candidate trains with the same count whichever executor runs it.
-    threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def _task_entry(run, task_id: int, model_rel: str, model_bytes: bytes, verificat
             "input": {"name": INPUT_NAME, "shape": spec["shape"], "dtype": spec["dtype"], "layout": spec["layout"],
                       "mean": spec["mean"], "std": spec["std"]},
             "output": {"name": OUTPUT_NAME, "shape": [meta["num_classes"]], "dtype": "float32"},
-            "model": model_rel, "sha256": sha256_bytes(model_bytes), "opset": OPSET, "genome": meta["genome"],
+            "model": model_rel, "sha256": sha256_bytes(model_bytes), "size": len(model_bytes), "opset": OPSET,
+            "genome": meta["genome"],
             "expert_sha256": meta["model_sha256"], "source": meta.get("source"),
             "metrics": {"val_acc": meta.get("val_acc"), "test_acc": meta.get("test_acc"), "params": meta.get("params"),
                         "latency_ms": meta.get("latency_ms", {})},
@@ -86,8 +87,11 @@ def _check_base(run, old: dict, base: Path) -> None:
                               "from another run")
         meta = run.verify_expert(t["id"])
         want = t.get("expert_sha256")
+        # bundles made before expert_sha256 was recorded: the metrics the weights produced stand in for them
+        scores = [(t.get("metrics") or {}).get(k) for k in ("val_acc", "test_acc", "params")]
+        same_scores = want is not None or scores == [meta.get("val_acc"), meta.get("test_acc"), meta.get("params")]
         if (want is not None and want != meta["model_sha256"]) or t["genome"] != meta["genome"] or \
-                list(t["class_names"]) != list(meta["class_names"]):
+                list(t["class_names"]) != list(meta["class_names"]) or not same_scores:
             raise BundleError(f"{base}: task {t['id']} is not {run.path}'s expert of that task (genome, classes or "
                               "weights differ): export against a bundle of this run")
 
@@ -98,8 +102,8 @@ def _write_calibration(root: Path, task_id: int, images) -> dict:
     rel = f"calib/task_{task_id:02d}.npy"
     (root / "calib").mkdir(exist_ok=True)
     np.save(root / rel, images, allow_pickle=False)
-    return {"file": rel, "sha256": sha256_file(root / rel), "count": len(images), "split": "validation",
-            "layout": "NHWC uint8"}
+    return {"file": rel, "sha256": sha256_file(root / rel), "size": (root / rel).stat().st_size, "count": len(images),
+            "split": "validation", "layout": "NHWC uint8"}
 
 
 def _export(run, task_ids: list[int], out: Path, base: Path | None, n_real: int, pack: bool,

@@ -6,9 +6,11 @@ checks. Admin calls (repository load/unload, bundle activation) need a bearer to
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import threading
 import time
 from collections import Counter
 
@@ -21,10 +23,16 @@ from .router import Router
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 << 20
+BODY_TIMEOUT_S = 30.0  # a request body must arrive within this
+MAX_CONNECTIONS = 64  # uvicorn's limit_concurrency: beyond it, new requests get 503 instead of a file descriptor
 
 
 def create_app(router: Router, token: str | None = None, max_body_bytes: int = MAX_BODY,
-               max_bundle_bytes: int | None = None):
+               max_bundle_bytes: int | None = None, allow_unsigned: bool = False,
+               body_timeout_s: float = BODY_TIMEOUT_S, decode_workers: int = 1):
+    """``allow_unsigned``: over-the-air uploads and activations accept bundles without a trusted signature (a device
+    without ``trusted_keys`` otherwise refuses them: the token alone must not be enough to run new code).
+    ``decode_workers``: processes that parse large JSON bodies (0: threads only, see ``Decoder``)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -32,6 +40,7 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
     from starlette.routing import Route
 
     started = time.time()
+    decoder = Decoder(decode_workers)
     outcomes: Counter = Counter()  # (task label, outcome) of every inference request, whatever became of it
 
     def error(exc: Exception | str, status: int | None = None, request: Request | None = None,
@@ -58,10 +67,11 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
 
     def admin(handler):
         async def wrapped(request: Request):
-            auth = request.headers.get("authorization", "")
+            scheme, _, credential = request.headers.get("authorization", "").strip().partition(" ")
             if token is None:
                 return error(ServiceUnavailable("admin API disabled: start the server with --token-file"), 403)
-            if not hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
+            # the scheme is case-insensitive (RFC 7235); the credential compared in constant time
+            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), token.encode()):
                 log.warning("refused admin call %s %s from %s: missing or wrong bearer token", request.method,
                             request.url.path, request.client.host if request.client else "?")
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
@@ -83,15 +93,25 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         return wrapped
 
     async def body_of(request: Request) -> bytes:
+        """The body, within the size cap and the time limit: a client that trickles its body is cut off (408), so
+        slow clients cannot hold the service's connections."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
             raise _TooLarge(int(declared))
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                raise _TooLarge(size)
-            chunks.append(chunk)
+
+        async def read() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise _TooLarge(size)
+                chunks.append(chunk)
+
+        try:
+            await asyncio.wait_for(read(), body_timeout_s)
+        except asyncio.TimeoutError:
+            raise _TooSlow(size) from None
         return b"".join(chunks)
 
     async def live(request):
@@ -150,7 +170,11 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
             body = await body_of(request)
         except _TooLarge as exc:
             return error(BadRequest(f"request body of {exc.args[0]} bytes exceeds {max_body_bytes}"), 413)
-        req, arrays = decode_request(body, request.headers.get(HEADER))
+        except _TooSlow as exc:
+            return error(BadRequest(f"request body not received within {body_timeout_s:g} s ({exc.args[0]} bytes "
+                                    "came)"), 408, request, headers={"connection": "close"})
+        # parsing up to max_body_bytes of JSON takes a while: never on the event loop, so health checks never wait
+        req, arrays = await decoder.decode(body, request.headers.get(HEADER))
         if len(arrays) != 1:
             raise BadRequest(f"{model} takes one input, got {len(arrays)}")
         name = req["inputs"][0].get("name")
@@ -186,20 +210,22 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
     async def metrics(request):
         lines = ["# HELP pcl_edge_requests_total Inference requests per task and outcome (ok, client_error: 4xx "
                  "including unparseable bodies, server_error: 5xx).", "# TYPE pcl_edge_requests_total counter"]
-        lines += [f'pcl_edge_requests_total{{task="{t}",outcome="{o}"}} {n}' for (t, o), n in sorted(outcomes.items())]
+        lines += [f'pcl_edge_requests_total{{task="{_label(t)}",outcome="{o}"}} {n}'
+                  for (t, o), n in sorted(outcomes.items())]
         lines += ["# HELP pcl_edge_errors_total Failed inference requests per task (every 4xx and 5xx).",
                   "# TYPE pcl_edge_errors_total counter"]
         errors = Counter()
         for (t, o), n in outcomes.items():
             errors[t] += n if o != "ok" else 0
-        lines += [f'pcl_edge_errors_total{{task="{t}"}} {n}' for t, n in sorted(errors.items())]
+        lines += [f'pcl_edge_errors_total{{task="{_label(t)}"}} {n}' for t, n in sorted(errors.items())]
         lines += ["# HELP pcl_edge_inference_seconds_total Time spent in inference per task.",
                   "# TYPE pcl_edge_inference_seconds_total counter"]
-        lines += [f'pcl_edge_inference_seconds_total{{task="{t["name"]}"}} {router.stats[t["id"]].total_ns / 1e9}'
+        lines += [f'pcl_edge_inference_seconds_total{{task="{_label(t["name"])}"}} '
+                  f'{router.stats[t["id"]].total_ns / 1e9}'
                   for t in router.tasks()]
-        loaded = router.loaded()
-        lines += ["# HELP pcl_edge_loaded_bytes Memory held by loaded sessions (measured at load).",
-                  "# TYPE pcl_edge_loaded_bytes gauge", f"pcl_edge_loaded_bytes {sum(loaded.values())}",
+        lines += ["# HELP pcl_edge_loaded_bytes Memory held by sessions (measured at load): the active version's, and "
+                  "those of earlier versions or evicted ones that a request still uses.",
+                  "# TYPE pcl_edge_loaded_bytes gauge", f"pcl_edge_loaded_bytes {router.resident_bytes()}",
                   "# TYPE pcl_edge_bundle_version gauge", f"pcl_edge_bundle_version {router.version.bundle_version}",
                   "# HELP pcl_edge_bundle_info The active bundle: its manifest digest identifies it.",
                   "# TYPE pcl_edge_bundle_info gauge",
@@ -224,11 +250,24 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         router.unload(request.path_params["model"])
         return JSONResponse({})
 
+    def unsigned_refusal() -> JSONResponse | None:
+        """Without trusted keys, a new bundle is refused unless the operator allowed unsigned ones (then warned)."""
+        if router.trusted_keys is not None:
+            return None
+        if not allow_unsigned:
+            return error(ServiceUnavailable("this device has no trusted keys: over-the-air bundles and activations "
+                                            "need serve --trusted-key KEY.pub (or --allow-unsigned)"), 403)
+        log.warning("activating a bundle without a signature check (--allow-unsigned)")
+        return None
+
     async def upload(request):
         from starlette.requests import ClientDisconnect
 
-        from .ota import MAX_BUNDLE, UploadTooLarge, receive_bundle
+        from .ota import MAX_BUNDLE, UploadStalled, UploadTooLarge, receive_bundle
 
+        refused = unsigned_refusal()
+        if refused is not None:
+            return refused
         if router.store.root is None:
             return error(ServiceUnavailable("over-the-air updates are off: start the server with a bundle store"), 403)
         cap = max_bundle_bytes or MAX_BUNDLE
@@ -236,7 +275,10 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         if declared is not None and declared.isdigit() and int(declared) > cap:
             return error(BadRequest(f"bundle of {declared} bytes exceeds the {cap}-byte cap"), 413)
         try:
-            path = await receive_bundle(request.stream(), router.store, cap)
+            path = await receive_bundle(request.stream(), router.store, cap, idle_timeout=body_timeout_s)
+        except UploadStalled as exc:
+            return error(BadRequest(f"bundle upload stalled: nothing came for {body_timeout_s:g} s ({exc.args[0]} "
+                                    "bytes came)"), 408, request, headers={"connection": "close"})
         except UploadTooLarge as exc:
             return error(BadRequest(f"bundle of more than {exc.args[0]} bytes exceeds the {cap}-byte cap"), 413)
         except ClientDisconnect:
@@ -261,6 +303,9 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
                              "tasks": [t["name"] for t in manifest["tasks"]]})
 
     async def activate(request):
+        refused = unsigned_refusal()
+        if refused is not None:
+            return refused
         try:
             payload = (await request.json()) or {}
         except ValueError:
@@ -290,24 +335,100 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         return error(exc.detail if isinstance(exc.detail, str) else str(exc.detail), exc.status_code, request,
                      getattr(exc, "headers", None))
 
+    import contextlib
+
     from starlette.exceptions import HTTPException
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            decoder.close()
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+    app.state.decoder = decoder
+    return app
+
+
+class Decoder:
+    """Where request bodies are parsed. Binary tensors and small JSON bodies: a worker thread (cheap, off the event
+    loop). JSON bodies of more than ``INLINE_BYTES``: a worker process, because CPython's JSON parser holds the GIL
+    for the whole parse (about 40 ms per MiB here), and a thread would still stall the event loop (health checks,
+    every other request) for that long. The pool starts on first use; requests queue for ``workers`` processes."""
+
+    INLINE_BYTES = 1 << 20
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers, self._pool, self._lock = workers, None, threading.Lock()
+        self.in_process = 0  # bodies parsed by the pool (a figure for tests and benches)
+
+    async def decode(self, body: bytes, header: str | None):
+        from starlette.concurrency import run_in_threadpool
+
+        if self.workers < 1 or header is not None or len(body) <= self.INLINE_BYTES:
+            return await run_in_threadpool(decode_request, body, header)
+        from concurrent.futures.process import BrokenProcessPool
+
+        self.in_process += 1
+        for _attempt in (1, 2):  # a worker that died (OOM-killed...) breaks the pool: start a new one, once
+            pool = self._executor()
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, decode_request, body, header)
+            except BrokenProcessPool:
+                log.error("the request decoder process died; starting a new one")
+                self._reset(pool)
+        raise ServiceUnavailable("the request decoder keeps failing; try again")
+
+    def _executor(self):
+        with self._lock:
+            if self._pool is None:
+                import concurrent.futures
+                import multiprocessing
+
+                # spawn: a fresh interpreter that imports numpy and the codec only (no fork of a threaded server)
+                self._pool = concurrent.futures.ProcessPoolExecutor(self.workers,
+                                                                    mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def _reset(self, broken) -> None:
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value, escaped as the text format requires (backslash, double quote, newline)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class _TooLarge(Exception):
     pass
 
 
+class _TooSlow(Exception):
+    pass
+
+
 def serve(router: Router, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_body_bytes: int = MAX_BODY, max_bundle_bytes: int | None = None) -> None:
+          max_body_bytes: int = MAX_BODY, max_bundle_bytes: int | None = None, allow_unsigned: bool = False,
+          tls: tuple[str, str] | None = None, max_connections: int = MAX_CONNECTIONS,
+          body_timeout_s: float = BODY_TIMEOUT_S, decode_workers: int = 1) -> None:
     """Bind first (a port in use is one clear error, ``--port 0`` logs the port it got), then run uvicorn on
-    that socket."""
+    that socket; ``tls`` = (certificate, key) files serves HTTPS. At most ``max_connections`` requests at once (more
+    get 503), idle keep-alive connections close after 5 s, request bodies must arrive within ``body_timeout_s``."""
     import socket
 
     import uvicorn
 
-    app = create_app(router, token, max_body_bytes, max_bundle_bytes)
+    app = create_app(router, token, max_body_bytes, max_bundle_bytes, allow_unsigned, body_timeout_s, decode_workers)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -316,9 +437,12 @@ def serve(router: Router, host: str = "127.0.0.1", port: int = 8000, token: str 
         sock.close()
         raise RuntimeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(128)
-    log.info("serving %d tasks of bundle version %s (%s) on http://%s:%d", len(router.tasks()),
-             router.version.bundle_version, router.version.digest, host, sock.getsockname()[1])
+    log.info("serving %d tasks of bundle version %s (%s) on %s://%s:%d", len(router.tasks()),
+             router.version.bundle_version, router.version.digest, "https" if tls else "http", host,
+             sock.getsockname()[1])
+    ssl = {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]} if tls else {}
     try:
-        uvicorn.run(app, fd=sock.fileno(), log_level="warning", access_log=False)
+        uvicorn.run(app, fd=sock.fileno(), log_level="warning", access_log=False, limit_concurrency=max_connections,
+                    timeout_keep_alive=5, **ssl)
     finally:
         sock.close()

@@ -5,6 +5,7 @@ Every malformed request becomes a BadRequest with the reason."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -14,6 +15,8 @@ DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "UINT8": n
           "INT32": np.int32, "INT64": np.int64}
 NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
 HEADER = "inference-header-content-length"
+MAX_DIMS = 8
+MAX_DIM = 2**31 - 1
 
 
 def decode_request(body: bytes, header_length: str | None) -> tuple[dict, list[np.ndarray]]:
@@ -32,6 +35,8 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict, list[n
         req = json.loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request JSON is nested too deeply") from None
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise BadRequest("request needs a non-empty 'inputs' list")
     arrays, offset = [], 0
@@ -39,11 +44,14 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict, list[n
         if not isinstance(spec, dict):
             raise BadRequest(f"inputs[{i}] is not an object")
         shape, dtype = spec.get("shape"), spec.get("datatype")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise BadRequest(f"inputs[{i}].shape must be a list of non-negative integers")
+        if not isinstance(shape, list) or len(shape) > MAX_DIMS or \
+                not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape):
+            raise BadRequest(f"inputs[{i}].shape must be a list of at most {MAX_DIMS} integers in 0..{MAX_DIM}")
         if dtype not in DTYPES:
             raise BadRequest(f"inputs[{i}].datatype {dtype!r} is not one of {sorted(DTYPES)}")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # Python integers: no overflow
+        if count * np.dtype(DTYPES[dtype]).itemsize > len(body) * 8 + 64:  # more elements than a body can carry
+            raise BadRequest(f"inputs[{i}].shape {shape} holds more elements than the request carries")
         size = (spec.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             want = count * np.dtype(DTYPES[dtype]).itemsize
@@ -58,6 +66,8 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict, list[n
                 raise BadRequest(f"inputs[{i}] has neither 'data' nor binary_data_size")
             try:
                 arr = np.asarray(data, dtype=DTYPES[dtype]).reshape(shape)
+            except RecursionError:
+                raise BadRequest(f"inputs[{i}].data is nested too deeply") from None
             except (ValueError, TypeError, OverflowError) as exc:
                 raise BadRequest(f"inputs[{i}].data does not fit shape {shape} x {dtype}: {exc}") from None
         arrays.append(arr)

@@ -5,6 +5,7 @@ bundle stays, and no half-written file stays behind. ``pcl-edge push`` is the cl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -23,27 +24,43 @@ class UploadTooLarge(Exception):
     pass
 
 
-async def receive_bundle(chunks: AsyncIterator[bytes], store: BundleStore, max_bytes: int = MAX_BUNDLE) -> Path:
+class UploadStalled(Exception):
+    pass
+
+
+def _sync(fh) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+async def receive_bundle(chunks: AsyncIterator[bytes], store: BundleStore, max_bytes: int = MAX_BUNDLE,
+                         idle_timeout: float | None = None) -> Path:
     """Write the streamed body to ``STORE/.upload-*.part``, fsync it, then rename it to ``STORE/uploads/bundle-*.tar``
     (and fsync the directory); on any failure (too large, the client gone, the disk full) the partial file is
-    removed and the error raised. A kill -9 meanwhile leaves a .part file or an unrecorded upload: the store removes
-    both at the next start."""
+    removed and the error raised (``UploadStalled`` when nothing arrives for ``idle_timeout`` seconds). A kill -9
+    meanwhile leaves a .part file or an unrecorded upload: the store removes both at the next start."""
     store.uploads.mkdir(parents=True, exist_ok=True)
     token = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     part = store.root / f".upload-{token}.part"
     size = 0
     try:
-        with _open(part, "wb") as fh:
-            async for chunk in chunks:
+        with _open(part, "wb") as fh:  # writes and fsyncs run in worker threads: the event loop keeps answering
+            it = chunks.__aiter__()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(it.__anext__(), idle_timeout)
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    raise UploadStalled(size) from None
                 size += len(chunk)
                 if size > max_bytes:
                     raise UploadTooLarge(size)
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
+                await asyncio.to_thread(fh.write, chunk)
+            await asyncio.to_thread(_sync, fh)
         final = store.uploads / f"bundle-{token}.tar"
         os.rename(part, final)
-        fsync_dir(store.uploads)
+        await asyncio.to_thread(fsync_dir, store.uploads)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -51,15 +68,35 @@ async def receive_bundle(chunks: AsyncIterator[bytes], store: BundleStore, max_b
     return final
 
 
-def push(bundle: str | os.PathLike, url: str, token: str, timeout: float = 600) -> dict:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_transport(url: str, insecure: bool = False) -> None:
+    """The admin token travels only over https://, or plain http:// to this machine, unless told ``insecure``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s):// URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK and not insecure:
+        raise ValueError(f"refusing to send the admin token to {parts.hostname} over plain http:// (anyone on the "
+                         "path could read it): serve with --tls-cert/--tls-key and push to https://, or pass "
+                         "--insecure")
+
+
+def push(bundle: str | os.PathLike, url: str, token: str, timeout: float = 600, insecure: bool = False,
+         ca_cert: str | os.PathLike | None = None) -> dict:
     """Upload a bundle (a .tar, or a directory packed on the fly) to a device's ``PUT /v2/admin/bundle``."""
     import json
+    import ssl
     import tempfile
     import urllib.error
     import urllib.request
 
     from ..bundle.archive import pack_bundle, verify_bundle
 
+    check_transport(url, insecure)
+    context = ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else None
     path = Path(bundle)
     verify_bundle(path)  # never send what the device would refuse for corruption anyway
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +110,7 @@ def push(bundle: str | os.PathLike, url: str, token: str, timeout: float = 600) 
                 "authorization": f"Bearer {token}", "content-type": "application/x-tar",
                 "content-length": str(size)})
             try:
-                with urllib.request.urlopen(req, timeout=timeout) as r:
+                with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
                     return json.loads(r.read())
             except urllib.error.HTTPError as exc:
                 body = exc.read()

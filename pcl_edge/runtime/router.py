@@ -12,19 +12,19 @@ import secrets
 import shutil
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..bundle.archive import claimed_identity, tar_digest, unpack_bundle, verify_bundle
-from ..bundle.engine import EngineSpec, engine_dir
+from ..bundle.engine import EngineLedger, EngineSpec, engine_dir
 from ..bundle.manifest import BundleError
 from ..preprocess import normalize
 from .backends import Session, open_session
 from .errors import BadRequest, RuntimeFailure, ServiceUnavailable, UnknownTask, VersionConflict
-from .store import BundleStore, Entry
+from .store import LEDGER, BundleStore, Entry
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class _Version:
     source: Path | None = None  # the bundle as given (directory or .tar)
     unpacked: Path | None = None  # where a .tar was unpacked for it
     sessions: OrderedDict[int, Session] = field(default_factory=OrderedDict)  # LRU: oldest first
+    retired: bool = False  # no longer active: its sessions close as soon as no request holds them
+    inflight: int = 0  # requests answering from this version now
+    on_idle: list = field(default_factory=list)  # what waits for its last request (deleting its files)
 
     @property
     def bundle_version(self) -> int:
@@ -101,7 +104,9 @@ class Router:
         self.workdir = Path(workdir) if workdir else None
         self._lock = threading.RLock()  # the active version and its sessions (held briefly, by requests too)
         self._admin = threading.Lock()  # activation, rollback and start: one at a time, from verify to record
-        self._load_locks: dict[int, threading.Lock] = {}
+        self._load_lock = threading.Lock()  # one load at a time: what it costs is accounted before the next starts
+        self._users: Counter[int] = Counter()  # id(session) -> requests using it now
+        self._doomed: dict[int, Session] = {}  # out of service (evicted, unloaded, retired) but still in use
         self._sizes: dict[str, int] = {}  # model sha256 -> bytes measured at its first load (RSS is noisy later)
         self.stats: dict[int, TaskStats] = {}
         self._active: _Version | None = None
@@ -127,8 +132,12 @@ class Router:
             if version > active.bundle_version:
                 log.info("the command-line bundle %s (version %d) is newer than the store's active bundle (version "
                          "%d): activating it", bundle, version, active.bundle_version)
-                self.activate(bundle)
-                return
+                try:
+                    self.activate(bundle)
+                    return
+                except Exception as exc:  # noqa: BLE001 - the stored bundle still serves; the refusal is logged
+                    log.error("the command-line bundle %s cannot serve (%s); serving the store's active bundle",
+                              bundle, exc)
             log.warning("the command-line bundle %s is version %d, not newer than the store's active bundle (version "
                         "%d, %s, active since %s): serving that one (a restart never goes back; POST "
                         "/v2/admin/rollback does)", bundle, version, active.bundle_version, active.short, active.since)
@@ -154,16 +163,17 @@ class Router:
     def _options(self) -> dict:
         """Backend options of a version: the one engine spec and the one engine cache (engines never live in a
         per-start unpack directory, so they survive restarts)."""
-        return {"spec": self.engine_spec, "cache_dir": self.cache_dir, **self.backend_options}
+        ledger = EngineLedger(self.store.root / LEDGER) if self.store.root is not None else None
+        return {"spec": self.engine_spec, "cache_dir": self.cache_dir, "ledger": ledger, **self.backend_options}
 
-    def _prepare(self, bundle: str | Path, newer_than: Entry | None = None) -> _Version:
+    def _prepare(self, bundle: str | Path, newer_than: Entry | None = None, serving: str | None = None) -> _Version:
         """Verify ``bundle`` (signature too, with trusted keys), refuse it unless newer than ``newer_than``, then
         self-test every task. A refused .tar leaves no unpacked copy behind."""
         options = self._options()
         path = Path(bundle)
         if not path.exists():
             raise BundleError(f"{bundle} does not exist")
-        unpacked = None
+        unpacked = manifest = None
         if path.is_file():  # a .tar: unpacked once per manifest digest under a managed directory, then reused
             path = unpacked = self._unpacked(path)
         try:
@@ -171,20 +181,25 @@ class Router:
             if unpacked is not None and manifest["manifest_sha256"][:16] != unpacked.name:
                 raise BundleError(f"{unpacked} holds bundle {manifest['manifest_sha256'][:12]}, not the one its name "
                                   "says: the unpack cache was tampered with")
-            same = newer_than is not None and manifest["manifest_sha256"] == newer_than.digest
-            if newer_than is not None and not same and manifest["bundle_version"] <= newer_than.bundle_version:
+            same = manifest["manifest_sha256"] == serving  # what serves now: nothing to test again
+            if newer_than is not None and not same and manifest["manifest_sha256"] != newer_than.digest and \
+                    manifest["bundle_version"] <= newer_than.bundle_version:
                 raise VersionConflict(
                     f"bundle version {manifest['bundle_version']} ({manifest['manifest_sha256'][:12]}) is not newer "
                     f"than the active bundle version {newer_than.bundle_version} ({newer_than.short}): refused "
                     "(anti-rollback); POST /v2/admin/rollback returns to a kept earlier bundle")
             version = _Version(path, manifest, _index(manifest), options, source=Path(bundle), unpacked=unpacked)
             for task in [] if same else manifest["tasks"]:  # every task must run before the version may serve
-                open_session(self.backend, path, task, **options).close()
+                session = open_session(self.backend, path, task, **options)
+                self._sizes.setdefault(task["sha256"], session.nbytes)  # known before its first load: room is made
+                session.close()
         except BaseException:
             kept = {e.digest[:16] for e in self.store.history}
             if unpacked is not None and unpacked.name not in kept and \
                     (self._active is None or self._active.unpacked != unpacked):
                 shutil.rmtree(unpacked, ignore_errors=True)
+            if manifest is not None:  # a refused bundle leaves no engines its self-test built either
+                self._prune_engines({t["sha256"] for t in manifest["tasks"]})
             raise
         return version
 
@@ -202,7 +217,7 @@ class Router:
         if target.is_dir():
             return target
         base.mkdir(parents=True, exist_ok=True)
-        tmp = unpack_bundle(tar, base / f".{target.name}-{secrets.token_hex(4)}")
+        tmp = unpack_bundle(tar, base / f".{target.name}-{secrets.token_hex(4)}", self.trusted_keys)
         try:
             os.rename(tmp, target)
         except OSError:  # another activation of the same tar got there first: use its copy
@@ -211,15 +226,22 @@ class Router:
                 raise
         return target
 
-    def _install(self, new: _Version) -> None:
-        """Swap ``new`` in: requests already running finish on the version they started with."""
+    def _install(self, new: _Version) -> _Version | None:
+        """Swap ``new`` in: requests already running finish on the version they started with, and the old version's
+        sessions are closed as each is released (a rollback reopens what it needs: nothing stays resident for it)."""
         with self._lock:
             old, self._active = self._active, new
             for tid in [t["id"] for t in new.manifest["tasks"]]:
                 self.stats.setdefault(tid, TaskStats())
+            if old is not None:
+                old.retired = True
+                for session in old.sessions.values():
+                    self._retire(session)
+                old.sessions.clear()
         if old is not None:
             log.info("bundle version %s (%s) active (was %s, %s)", new.bundle_version, new.digest,
                      old.bundle_version, old.digest)
+        return old
 
     def activate(self, bundle: str | Path) -> dict:
         """Verify + self-test ``bundle``, then make it the active version in one step and record it (on disk with a
@@ -227,16 +249,16 @@ class Router:
         or a self-test, or whose version is not newer than the active one (anti-rollback: ``rollback`` goes back).
         The bundle that is already active is a no-op. The last ``keep`` versions are kept for ``rollback``."""
         with self._admin:
-            current = self.store.active
-            new = self._prepare(bundle, newer_than=current)
-            if current is not None and new.manifest["manifest_sha256"] == current.digest:  # verified, and identical
-                log.info("bundle %s (%s) is already active", bundle, current.short)
+            serving = self._active.manifest["manifest_sha256"] if self._active is not None else None
+            new = self._prepare(bundle, newer_than=self.store.active, serving=serving)
+            if new.manifest["manifest_sha256"] == serving:  # verified, and identical to what serves
+                log.info("bundle %s (%s) is already active", bundle, new.digest)
                 return self._active.manifest
-            self._install(new)
-            m = new.manifest
+            m = new.manifest  # recorded first: if the record cannot be written, nothing changed
             dropped = self.store.record_activation(Entry(str(Path(bundle).resolve()), m["manifest_sha256"],
                                                          m["bundle_version"], self.store.owns(bundle)))
-            self._discard(dropped)
+            old = self._install(new)
+            self._when_idle(old, lambda: self._discard(dropped))
         return m
 
     def rollback(self) -> dict:
@@ -246,19 +268,47 @@ class Router:
             history = self.store.history
             if len(history) < 2:
                 raise BadRequest("no earlier bundle is kept to roll back to")
-            self._install(self._prepare(history[-2].path))
+            previous = self._prepare(history[-2].path)
             _, dropped = self.store.record_rollback()
-            self._discard([dropped])
-            return self._active.manifest
+            old = self._install(previous)
+            self._when_idle(old, lambda: self._discard([dropped]))
+            return previous.manifest
+
+    def _when_idle(self, version: _Version | None, action) -> None:
+        """Run ``action`` (deleting files a retired version may still read) once no request answers from it."""
+        with self._lock:
+            if version is not None and version.inflight > 0:
+                version.on_idle.append(action)
+                return
+        action()
 
     def _discard(self, entries: list[Entry]) -> None:
-        """Files of versions no longer kept: uploads the store received and unpacked copies; bundles an operator
-        supplied are never deleted."""
+        """Files of versions no longer kept: uploads the store received, unpacked copies, and engines of models no
+        kept bundle has; bundles an operator supplied are never deleted."""
+        gone = set()
+        for e in entries:
+            gone |= _model_shas(e.path) or set()
         self.store.discard(entries)
         kept = {e.digest for e in self.store.history}
         for e in entries:
             if e.digest not in kept and Path(e.path).is_file():  # a .tar (an operator's) may have an unpacked copy
                 shutil.rmtree(self._unpack_root(Path(e.path)) / e.digest[:16], ignore_errors=True)
+        self._prune_engines(gone)
+
+    def _prune_engines(self, shas: set[str]) -> None:
+        """Remove cached engines of these models unless a kept bundle (or the one serving) still uses them; when
+        what a kept bundle uses cannot be read, nothing is removed."""
+        if not shas or not self.cache_dir.is_dir():
+            return
+        used = set(t["sha256"] for t in self._active.manifest["tasks"]) if self._active else set()
+        for e in self.store.history:
+            models = _model_shas(e.path)
+            if models is None:
+                return
+            used |= models
+        for sha in shas - used:
+            for f in self.cache_dir.glob(f"{sha[:16]}-*.engine"):
+                f.unlink(missing_ok=True)
 
     @property
     def version(self) -> _Version:
@@ -280,24 +330,74 @@ class Router:
         return task
 
     # -- sessions -----------------------------------------------------------------------------------------------
+    # A session in service lives in its version's LRU; a request leases it (``_users``) for as long as it runs. One
+    # taken out of service (evicted, unloaded, or of a retired version) is closed at once when nobody holds it, else
+    # when its last request releases it: memory is given back, and GPU buffers and streams freed, every time.
     def loaded(self) -> dict[int, int]:
-        """Task id -> bytes of the sessions held now, least recently used first."""
+        """Task id -> bytes of the active version's sessions, least recently used first."""
         with self._lock:
             return {tid: s.nbytes for tid, s in self.version.sessions.items()}
 
+    def resident_bytes(self) -> int:
+        """Everything held now: the active version's sessions and those out of service that a request still uses."""
+        with self._lock:
+            return sum(s.nbytes for s in self.version.sessions.values()) + sum(s.nbytes for s in self._doomed.values())
+
+    def _retire(self, session: Session) -> None:
+        """Take ``session`` out of service (caller holds ``_lock``): closed now, or by its last user."""
+        if self._users[id(session)] > 0:
+            self._doomed[id(session)] = session
+        else:
+            self._users.pop(id(session), None)
+            session.close()
+
+    def _release(self, session: Session) -> None:
+        with self._lock:
+            self._users[id(session)] -= 1
+            if self._users[id(session)] > 0:
+                return
+            del self._users[id(session)]
+            doomed = self._doomed.pop(id(session), None)
+        if doomed is not None:
+            doomed.close()
+
+    def _evict(self, version: _Version, room: int = 0, keep: Session | None = None) -> None:
+        """Evict least recently used sessions of ``version`` until ``room`` more bytes fit the budget (caller holds
+        ``_lock``). Sessions still in use by a request count until they are released."""
+        if self.budget is None:
+            return
+        while version.sessions and self._held(version) + room > self.budget:
+            victim_tid, victim = next(iter(version.sessions.items()))
+            if victim is keep:
+                break
+            version.sessions.popitem(last=False)
+            self.stats[victim_tid].evictions += 1
+            self._retire(victim)
+            log.info("evicted task %s to stay within %.1f MiB", victim_tid, self.budget / 2**20)
+
+    def _held(self, version: _Version) -> int:
+        return sum(s.nbytes for s in version.sessions.values()) + sum(s.nbytes for s in self._doomed.values())
+
     def _session(self, version: _Version, task: dict) -> Session:
+        """A leased session of ``task`` (release it with ``_release``): the open one, or a new one. Loads happen one at
+        a time, and each is accounted (room made first when its size is known, the budget enforced right after) in
+        the same step, so concurrent loads never each pass the budget alone."""
         tid = task["id"]
         with self._lock:
             s = version.sessions.get(tid)
             if s is not None:
                 version.sessions.move_to_end(tid)
+                self._users[id(s)] += 1
                 return s
-            load_lock = self._load_locks.setdefault(tid, threading.Lock())
-        with load_lock:  # one load per task at a time; other tasks keep serving meanwhile
+        with self._load_lock:
             with self._lock:
                 s = version.sessions.get(tid)
                 if s is not None:
+                    self._users[id(s)] += 1
                     return s
+                known = self._sizes.get(task["sha256"])
+                if known is not None:
+                    self._evict(version, room=known)
             s = open_session(self.backend, version.root, task, **version.options)
             s.nbytes = self._sizes.setdefault(task["sha256"], s.nbytes)
             if self.budget is not None and s.nbytes > self.budget:
@@ -305,22 +405,20 @@ class Router:
                 raise ServiceUnavailable(f"task {tid} needs {s.nbytes / 2**20:.1f} MiB, more than the whole memory "
                                          f"budget ({self.budget / 2**20:.1f} MiB)")
             with self._lock:
+                self._users[id(s)] += 1
+                if version.retired or tid in version.unloaded:  # gone, or unloaded, while this loaded: serve this
+                    self._doomed[id(s)] = s                       # request, then close it
+                    return s
                 version.sessions[tid] = s
                 self.stats[tid].loads += 1
-                while self.budget is not None and sum(x.nbytes for x in version.sessions.values()) > self.budget:
-                    victim, _ = version.sessions.popitem(last=False)  # in-flight users keep their reference
-                    self.stats[victim].evictions += 1
-                    log.info("evicted task %s to stay within %.1f MiB", victim, self.budget / 2**20)
+                self._evict(version, keep=s)
             return s
 
     def set_memory_budget(self, nbytes: int | None) -> None:
         """Change the budget; sessions over it are evicted least recently used first."""
         with self._lock:
             self.budget = nbytes
-            sessions = self.version.sessions
-            while nbytes is not None and len(sessions) > 0 and sum(s.nbytes for s in sessions.values()) > nbytes:
-                victim, _ = sessions.popitem(last=False)
-                self.stats[victim].evictions += 1
+            self._evict(self.version)
 
     # -- states: the one definition every endpoint answers from ---------------------------------------------
     # READY: the task answers (its session is open, or opens on the first request: "loads on first request");
@@ -337,7 +435,9 @@ class Router:
         version = self.version
         task = self.resolve(model, version)
         version.unloaded.discard(task["id"])
-        return self._session(version, task)
+        session = self._session(version, task)
+        self._release(session)
+        return session
 
     def unload(self, model: str | int) -> bool:
         """Close the task's session and keep it closed: it answers nothing until ``load``."""
@@ -345,7 +445,10 @@ class Router:
         task = self.resolve(model, version)
         with self._lock:
             version.unloaded.add(task["id"])
-            return version.sessions.pop(task["id"], None) is not None
+            session = version.sessions.pop(task["id"], None)
+            if session is not None:
+                self._retire(session)
+            return session is not None
 
     # -- inference ----------------------------------------------------------------------------------------------
     def validate(self, task: dict, x: np.ndarray, preprocess: bool) -> np.ndarray:
@@ -372,7 +475,21 @@ class Router:
         return np.ascontiguousarray(x, np.float32)
 
     def infer(self, model: str | int, x: np.ndarray, preprocess: bool = False, top_k: int = 0) -> InferResult:
-        version = self.version  # this request finishes on the version it started with
+        with self._lock:  # this request finishes on the version it started with, whose files stay until it ends
+            version = self.version
+            version.inflight += 1
+        try:
+            return self._infer(version, model, x, preprocess, top_k)
+        finally:
+            with self._lock:
+                version.inflight -= 1
+                idle = version.on_idle if version.retired and version.inflight == 0 else []
+                version.on_idle = [] if idle else version.on_idle
+            for action in idle:
+                action()
+
+    def _infer(self, version: _Version, model: str | int, x: np.ndarray, preprocess: bool, top_k: int
+               ) -> InferResult:
         task = self.resolve(model, version)
         if task["id"] in version.unloaded:
             raise ServiceUnavailable(f"{task['name']} is unloaded; POST /v2/repository/models/{task['name']}/load "
@@ -391,6 +508,8 @@ class Router:
                 log.exception("task %s: backend %s failed", task["id"], session.name)
                 raise RuntimeFailure(f"task {task['name']}: backend {session.name} failed: "
                                      f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                self._release(session)
         except Exception:
             stats.errors += 1
             raise
@@ -399,6 +518,23 @@ class Router:
                                                                       stats.total_ns + elapsed, time.time_ns())
         return InferResult(task, logits, _top_k(logits, task["class_names"], top_k) if top_k else [], session.name,
                            version.bundle_version, version.digest)
+
+
+def _model_shas(bundle: str | Path) -> set[str] | None:
+    """The model sha256s a bundle claims (directory or .tar), or None when it cannot be read."""
+    try:
+        path = Path(bundle)
+        if path.is_dir():
+            import json
+
+            manifest = json.loads((path / "manifest.json").read_text())
+        else:
+            from ..bundle.archive import tar_manifest
+
+            manifest = tar_manifest(path)
+        return {t["sha256"] for t in manifest["tasks"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _top_k(logits: np.ndarray, names: list[str], k: int) -> list[list[tuple[str, float]]]:

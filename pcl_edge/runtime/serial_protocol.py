@@ -3,7 +3,7 @@ deploy/README.md. Little-endian; one frame:
 
     offset size  field
     0      2     magic 0xA5 0x5A
-    2      1     version (1)
+    2      1     version (2)
     3      1     type: 1 INFER, 2 RESULT, 3 LIST, 4 TASKS, 5 HEALTH, 6 STATUS, 7 ERROR
     4      4     request id (uint32, echoed in the answer)
     8      2     task id (uint16; 0 when not applicable)
@@ -11,12 +11,17 @@ deploy/README.md. Little-endian; one frame:
     11     1     ndim (0..8)
     12     4*n   shape, uint32 each
     ..     4     payload length (uint32, <= MAX_PAYLOAD)
+    ..     4     header CRC-32 (zlib) of every byte from version to the end of the length
     ..     len   payload (tensor bytes, or UTF-8 JSON for TASKS / STATUS / ERROR)
-    ..     4     CRC-32 (zlib) of every byte from version to the end of the payload
+    ..     4     payload CRC-32 (zlib) of the payload
 
-A reader scans for the magic, so garbage between frames is skipped (re-synchronisation); a frame whose CRC fails,
-whose header is impossible, or that stops arriving within the timeout is dropped and answered with an ERROR frame
-when its request id is readable. ERROR payload: {"code": int, "error": str}."""
+A reader scans for the magic, so garbage between frames is skipped (re-synchronisation). The header has a CRC of
+its own, checked before the payload is awaited: noise in the length field costs one dropped frame, never the frames
+after it. A frame whose header is impossible or fails its CRC, whose payload fails its CRC, or that stops arriving
+within the frame timeout (checked on every read, however busy the line) is dropped and answered with an ERROR frame
+when its request id can be trusted (the header CRC held). ERROR payload: {"code": int, "error": str}.
+
+Version 1 (one CRC over header and payload) is not read: its length field was trusted before any check."""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"\xa5\x5a"
-VERSION = 1
+VERSION = 2
 INFER, RESULT, LIST, TASKS, HEALTH, STATUS, ERROR = range(1, 8)
 DTYPES = {0: None, 1: np.float32, 2: np.uint8}
 DTYPE_CODES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2}
@@ -72,10 +77,11 @@ class Frame:
 def encode(frame: Frame) -> bytes:
     if len(frame.shape) > MAX_NDIM or len(frame.payload) > MAX_PAYLOAD:
         raise FrameError("frame too large")
-    body = _HEAD.pack(VERSION, frame.type, frame.request_id & 0xFFFFFFFF, frame.task_id, frame.dtype,
+    head = _HEAD.pack(VERSION, frame.type, frame.request_id & 0xFFFFFFFF, frame.task_id, frame.dtype,
                       len(frame.shape)) + struct.pack(f"<{len(frame.shape)}I", *frame.shape) + \
-        struct.pack("<I", len(frame.payload)) + frame.payload
-    return MAGIC + body + struct.pack("<I", zlib.crc32(body))
+        struct.pack("<I", len(frame.payload))
+    return MAGIC + head + struct.pack("<I", zlib.crc32(head)) + frame.payload + \
+        struct.pack("<I", zlib.crc32(frame.payload))
 
 
 def tensor_frame(type_: int, request_id: int, task_id: int, x: np.ndarray) -> Frame:
@@ -100,11 +106,11 @@ class FrameReader:
         self.skipped = 0  # garbage bytes dropped while re-synchronising
 
     def _fill(self, n: int, deadline: float) -> bool:
-        while len(self.buf) < n:  # bounded by the deadline: a read returns data or waits for the port timeout
+        while len(self.buf) < n:  # bounded by the deadline, checked after every read (a busy line never empties)
             chunk = self.port.read(n - len(self.buf))
             if chunk:
                 self.buf += chunk
-            elif time.monotonic() > deadline:
+            if len(self.buf) < n and time.monotonic() > deadline:
                 return False
         return True
 
@@ -131,22 +137,24 @@ class FrameReader:
             return self._drop("frame header did not arrive in time")
         version, type_, rid, task, dtype, ndim = _HEAD.unpack_from(self.buf, 2)
         if version != VERSION or not INFER <= type_ <= ERROR or ndim > MAX_NDIM or dtype not in DTYPES:
-            return self._drop(f"impossible header (version {version}, type {type_}, ndim {ndim}, dtype {dtype})", rid)
+            return self._drop(f"impossible header (version {version}, type {type_}, ndim {ndim}, dtype {dtype})")
         n_shape = 2 + _HEAD.size + 4 * ndim
-        if not self._fill(n_shape + 4, deadline):
-            return self._drop("frame shape did not arrive in time", rid)
+        if not self._fill(n_shape + 8, deadline):
+            return self._drop("frame header did not arrive in time")
+        (length, head_crc) = struct.unpack_from("<II", self.buf, n_shape)
+        if zlib.crc32(bytes(self.buf[2: n_shape + 4])) != head_crc:
+            return self._drop("header CRC mismatch")  # nothing in it can be trusted, the request id included
         shape = struct.unpack_from(f"<{ndim}I", self.buf, 2 + _HEAD.size)
-        (length,) = struct.unpack_from("<I", self.buf, n_shape)
         if length > MAX_PAYLOAD:
             return self._drop(f"payload length {length} exceeds {MAX_PAYLOAD}", rid)
-        total = n_shape + 4 + length + 4
+        start = n_shape + 8
+        total = start + length + 4
         if not self._fill(total, deadline):
             return self._drop("frame truncated (timeout)", rid)
-        body = bytes(self.buf[2: total - 4])
+        payload = bytes(self.buf[start: start + length])
         (crc,) = struct.unpack_from("<I", self.buf, total - 4)
-        if zlib.crc32(body) != crc:
+        if zlib.crc32(payload) != crc:
             return self._drop("CRC mismatch", rid)
-        payload = bytes(self.buf[n_shape + 4: n_shape + 4 + length])
         del self.buf[:total]
         return Frame(type_, rid, task, dtype, tuple(shape), payload)
 

@@ -6,6 +6,7 @@ bundle named on the command line again.
                             last one is the active bundle; ENTRY = {path, digest, bundle_version, owned, since}
     STORE/uploads/          bundles received over the air (owned by the store: deleted once out of the history)
     STORE/unpacked/<id>/    .tar bundles unpacked once (a partial unpack never takes the final name)
+    STORE/engines.json      the TensorRT engines this service built, with their plans' sha256 (``EngineLedger``)
     STORE/.upload-*.part    uploads in progress (removed at start)
 
 Every change of ``store.json`` is atomic (write a temporary file, fsync it, rename it, fsync the directory), and is
@@ -25,7 +26,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .._io import atomic_open, read_json
@@ -34,8 +35,12 @@ from ..bundle.manifest import BundleError
 log = logging.getLogger(__name__)
 FORMAT = "pcl-edge-store"
 STORE_FILE = "store.json"
-# what a store made before store.json existed may hold: such a directory is adopted, anything else is refused
-_LEGACY = ("bundle-*.tar", ".upload-*.part", ".pcl-edge-unpacked")
+LEDGER = "engines.json"  # the engines this service built (bundle.engine.EngineLedger): trusted because only it writes
+# what a store may hold besides its directories (a store made before store.json existed included; a kill -9 may leave
+# temporary files of the two records): such a directory is adopted, anything else is refused
+_OURS = ("bundle-*.tar", ".upload-*.part", ".pcl-edge-unpacked", f".{STORE_FILE}.*.tmp", f".{LEDGER}.*.tmp",
+         f"{LEDGER}.lock", ".lock")
+_HELD: dict[Path, object] = {}  # store directory -> this process's open, locked .lock file
 
 
 class StoreError(BundleError):
@@ -53,6 +58,10 @@ class Entry:
     @property
     def short(self) -> str:
         return self.digest[:12]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def fsync_dir(path: Path) -> None:
@@ -107,13 +116,43 @@ class BundleStore:
                                  "--bundle-store at a new directory") from None
         elif root.is_dir():
             foreign = [p.name for p in root.iterdir()
-                       if not any(p.match(g) for g in _LEGACY) and p.name not in ("uploads", "unpacked")]
+                       if not any(p.match(g) for g in _OURS) and p.name not in ("uploads", "unpacked", LEDGER)]
             if foreign:
                 raise StoreError(f"{root} is not a pcl-edge bundle store (it holds {sorted(foreign)[:3]} and no "
                                  f"{STORE_FILE}); point --bundle-store at an empty or new directory")
+        if not record.is_file():
+            log.warning("bundle store %s is new: this device's bundle history starts here (a device that served "
+                        "before from another store should keep using that one: anti-rollback knows only its store)",
+                        root)
         root.mkdir(parents=True, exist_ok=True)
+        self._hold(root)
         self.uploads.mkdir(exist_ok=True)
         self.unpacked.mkdir(exist_ok=True)
+
+    @staticmethod
+    def _hold(root: Path) -> None:
+        """One service per store: an advisory lock on ``STORE/.lock`` for the life of this process (released by the
+        kernel whatever ends it). A second service on the same store gets one clear error instead of sweeping the
+        first one's uploads."""
+        import fcntl
+
+        key = root.resolve()
+        if key in _HELD:  # this process already holds it (a router re-created in the same process)
+            return
+        fh = open(root / ".lock", "a+")  # noqa: SIM115 - held for the life of the process
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            who = fh.read().strip() or "?"
+            fh.close()
+            raise StoreError(f"bundle store {root} is in use by another process (pid {who}): one service per "
+                             "store") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        _HELD[key] = fh
 
     @property
     def history(self) -> list[Entry]:
@@ -124,31 +163,30 @@ class BundleStore:
     def active(self) -> Entry | None:
         return self._history[-1] if self._history else None
 
-    def _save(self) -> None:
-        if self.root is None:
-            return
-        with atomic_open(self.root / STORE_FILE, "w") as fh:
-            json.dump({"format": FORMAT, "version": 1, "history": [asdict(e) for e in self._history]}, fh, indent=1)
-            fh.write("\n")
-        fsync_dir(self.root)
+    def _save(self, history: list[Entry]) -> None:
+        """Make ``history`` the record: on disk first (when there is a disk), then in memory, so a failed write
+        changes neither."""
+        if self.root is not None:
+            with atomic_open(self.root / STORE_FILE, "w") as fh:
+                json.dump({"format": FORMAT, "version": 1, "history": [asdict(e) for e in history]}, fh, indent=1)
+                fh.write("\n")
+            fsync_dir(self.root)
+        self._history = history
 
     def record_activation(self, entry: Entry) -> list[Entry]:
         """``entry`` is now active (persisted before this returns); returns the entries that left the history."""
-        entry = Entry(**{**asdict(entry), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        kept = [e for e in self._history if e.digest != entry.digest] + [entry]
-        dropped = [e for e in self._history if e not in kept[-self.keep:] and e.digest != entry.digest]
-        self._history = kept[-self.keep:]
-        self._save()
-        return dropped
+        entry = replace(entry, since=_now())
+        old = self._history
+        kept = ([e for e in old if e.digest != entry.digest] + [entry])[-self.keep:]
+        self._save(kept)
+        return [e for e in old if e not in kept]
 
     def record_rollback(self) -> tuple[Entry, Entry]:
         """Forget the active bundle: the one before it is active again (persisted). Returns (now active, dropped)."""
         if len(self._history) < 2:
             raise StoreError("no earlier bundle is kept to roll back to")
-        dropped = self._history.pop()
-        self._history[-1] = Entry(**{**asdict(self._history[-1]),
-                                     "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        self._save()
+        dropped = self._history[-1]
+        self._save(self._history[:-2] + [replace(self._history[-2], since=_now())])
         return self._history[-1], dropped
 
     # -- files --------------------------------------------------------------------------------------------------
@@ -172,7 +210,8 @@ class BundleStore:
         named = {Path(e.path).resolve() for e in self._history}
         keep = {e.digest[:16] for e in self._history}
         gone = []
-        for p in [*self.root.glob(".upload-*.part"), *self.root.glob(f".{STORE_FILE}.*.tmp"), *self.uploads.iterdir()]:
+        for p in [*self.root.glob(".upload-*.part"), *self.root.glob(f".{STORE_FILE}.*.tmp"),
+                  *self.root.glob(f".{LEDGER}.*.tmp"), *self.uploads.iterdir()]:
             if p.resolve() not in named:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 gone.append(p.name)

@@ -84,6 +84,9 @@ class TensorRTBackend:
         finally:
             for ptr in buffers:
                 cuda.free(ptr)
+            cuda.destroy_stream(stream)
+            for event in (start, end):
+                cuda.destroy_event(event)
         return Measurement.from_samples(ms)
 
 

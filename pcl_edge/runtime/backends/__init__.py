@@ -42,7 +42,11 @@ def open_session(backend: str, bundle_root: Path, task: dict, **options) -> Sess
     for name in names:
         try:
             session = BACKENDS.get(name)(bundle_root, task, **options)
-            self_test(session, task)
+            try:
+                self_test(session, task)
+            except BaseException:
+                session.close()  # a session that failed its self-test gives back what it holds (GPU buffers too)
+                raise
             return session
         except KeyError:
             raise

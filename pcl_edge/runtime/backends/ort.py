@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...bundle.archive import read_verified
 from . import BACKENDS, rss_bytes
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -26,16 +27,39 @@ class OrtSession:
         if threads:
             so.intra_op_num_threads = threads
         so.log_severity_level = 3
-        before = rss_bytes()
-        model = Path(bundle_root) / task["model"]
-        self._sess = ort.InferenceSession(str(model), so, providers=chosen)
+        gpu = _device_meter() if chosen[0] != "CPUExecutionProvider" else None
+        before, device_before = rss_bytes(), gpu() if gpu else 0
+        data = read_verified(bundle_root, task["model"], task["sha256"])  # exactly the bytes that were verified
+        self._sess = ort.InferenceSession(data, so, providers=chosen)
         self._in, self._out = task["input"]["name"], task["output"]["name"]
         self.name = f"ort:{self._sess.get_providers()[0]}"
         self._sess.run([self._out], {self._in: np.zeros((1, *task["input"]["shape"]), np.float32)})  # allocate
-        self.nbytes = max(rss_bytes() - before, model.stat().st_size)  # measured; never below the weights
+        # measured, never below the weights; on a GPU provider device memory counts too (RSS misses CUDA allocations,
+        # which on a Jetson come out of the same RAM)
+        device = max(0, gpu() - device_before) if gpu else 0
+        self.nbytes = max(max(rss_bytes() - before, 0) + device, len(data))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._sess.run([self._out], {self._in: x})[0]
 
     def close(self) -> None:
         self._sess = None
+
+
+def _device_meter():
+    """A callable giving device memory in use (cuda-python), or None where it cannot be read (then the budget counts
+    RSS and the weights only, and says so once)."""
+    try:
+        from ..._cuda import Cuda
+
+        cuda = Cuda()
+        cuda.mem_used()
+        return cuda.mem_used
+    except Exception as exc:  # noqa: BLE001 - no cuda-python, no device: the meter is optional
+        if not _device_meter.__dict__.get("said"):
+            _device_meter.said = True
+            import logging
+
+            logging.getLogger(__name__).info("device memory cannot be measured (%s): the memory budget counts host "
+                                             "memory only", exc)
+        return None

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ...bundle.engine import EngineSpec, engine_dir
+from ...bundle.engine import EngineLedger, EngineSpec, engine_dir
 from . import BACKENDS
 
 
 @BACKENDS.register("tensorrt")
 class TensorRTSession:
     def __init__(self, bundle_root: Path, task: dict, spec: EngineSpec | None = None,
-                 cache_dir: str | Path | None = None, trt=None, cuda=None, **_: object) -> None:
+                 cache_dir: str | Path | None = None, trt=None, cuda=None, ledger: EngineLedger | None = None,
+                 **_: object) -> None:
         from ...bundle import _trt_compat as compat
         from ...bundle.tensorrt_builder import ensure_engine, load_engine_plan
 
@@ -28,9 +29,9 @@ class TensorRTSession:
         self.cuda = cuda
         spec = (spec or EngineSpec()).for_device(trt)
         cache = Path(cache_dir) if cache_dir else engine_dir(bundle_root)
-        path, header = ensure_engine(trt, Path(bundle_root), task, spec, cache)
+        path, header = ensure_engine(trt, Path(bundle_root), task, spec, cache, ledger=ledger)
         precision, max_batch = spec.precision, spec.max_batch
-        plan = load_engine_plan(path, header)
+        plan = load_engine_plan(path, header, ledger)
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
         self.ctx = self.engine.create_execution_context()
         self._in, self._out = task["input"]["name"], task["output"]["name"]
@@ -62,6 +63,12 @@ class TensorRTSession:
         return out
 
     def close(self) -> None:
-        for ptr in (self._in_ptr, self._out_ptr):
-            self.cuda.free(ptr)
-        self.ctx = self.engine = None
+        """Free the I/O buffers and the stream, drop the context and the engine (their device memory goes with
+        them); idempotent. On a Jetson this memory is the system's RAM."""
+        with self._lock:
+            if self.ctx is None:
+                return
+            for ptr in (self._in_ptr, self._out_ptr):
+                self.cuda.free(ptr)
+            self.cuda.destroy_stream(self.stream)
+            self.ctx = self.engine = None
