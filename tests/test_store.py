@@ -292,3 +292,26 @@ def test_one_service_per_store(device):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "in use by another process" in res.stderr
     assert sorted(p.name for p in store.rglob("*")) == before
+
+
+def test_a_tar_claiming_a_known_digest_is_verified_itself(device):
+    """An upload whose manifest is the serving bundle's but whose signature (or a model) is not: refused, never
+    waved through on the strength of the verified copy already unpacked under that digest."""
+    pytest.importorskip("cryptography")
+    from pcl_edge.bundle.signing import keygen, load_trusted_keys, sign_dir
+
+    root, store = device
+    key, pub = keygen(root / "k")
+    rogue, _ = keygen(root / "rogue")
+    sign_dir(root / "v1", key)
+    pack_bundle(root / "v1", root / "v1.tar")
+    r = Router(root / "v1.tar", backend="ort", store=store, trusted_keys=load_trusted_keys(pub))
+    shutil.copytree(root / "v1", root / "forged")
+    (root / "forged" / "signatures.json").unlink()
+    sign_dir(root / "forged", rogue)
+    pack_bundle(root / "forged", root / "forged.tar")
+    from pcl_edge.bundle.manifest import BundleError
+
+    with pytest.raises(BundleError, match="none of them trusted"):
+        r.activate(root / "forged.tar")
+    assert r.version.digest == digest(root / "v1") and [e.path for e in r.store.history] == [str(root / "v1.tar")]

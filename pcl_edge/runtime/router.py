@@ -144,7 +144,7 @@ class Router:
         with self._admin:
             for entry in reversed(history):
                 try:
-                    self._install(self._prepare(entry.path))
+                    self._install(self._prepare(entry.path, fresh=False))
                 except Exception as exc:  # noqa: BLE001 - the next kept bundle may serve; each failure is logged
                     log.error("stored bundle version %d (%s, %s) cannot serve: %s", entry.bundle_version,
                               entry.short, entry.path, exc)
@@ -166,7 +166,8 @@ class Router:
         ledger = EngineLedger(self.store.root / LEDGER) if self.store.root is not None else None
         return {"spec": self.engine_spec, "cache_dir": self.cache_dir, "ledger": ledger, **self.backend_options}
 
-    def _prepare(self, bundle: str | Path, newer_than: Entry | None = None, serving: str | None = None) -> _Version:
+    def _prepare(self, bundle: str | Path, newer_than: Entry | None = None, serving: str | None = None,
+                 fresh: bool = True) -> _Version:
         """Verify ``bundle`` (signature too, with trusted keys), refuse it unless newer than ``newer_than``, then
         self-test every task. A refused .tar leaves no unpacked copy behind."""
         options = self._options()
@@ -174,8 +175,8 @@ class Router:
         if not path.exists():
             raise BundleError(f"{bundle} does not exist")
         unpacked = manifest = None
-        if path.is_file():  # a .tar: unpacked once per manifest digest under a managed directory, then reused
-            path = unpacked = self._unpacked(path)
+        if path.is_file():  # a .tar: unpacked (verified) under a managed directory, one copy per manifest digest
+            path = unpacked = self._unpacked(path, fresh)
         try:
             manifest = verify_bundle(path, self.trusted_keys)
             if unpacked is not None and manifest["manifest_sha256"][:16] != unpacked.name:
@@ -194,30 +195,40 @@ class Router:
                 self._sizes.setdefault(task["sha256"], session.nbytes)  # known before its first load: room is made
                 session.close()
         except BaseException:
-            kept = {e.digest[:16] for e in self.store.history}
-            if unpacked is not None and unpacked.name not in kept and \
-                    (self._active is None or self._active.unpacked != unpacked):
+            if unpacked is not None and unpacked.name not in self._unpacked_in_use():
                 shutil.rmtree(unpacked, ignore_errors=True)
             if manifest is not None:  # a refused bundle leaves no engines its self-test built either
                 self._prune_engines({t["sha256"] for t in manifest["tasks"]})
             raise
         return version
 
+    def _unpacked_in_use(self) -> set[str]:
+        """Unpacked copies something needs: the serving version's, and those of kept .tar bundles."""
+        used = {e.digest[:16] for e in self.store.history if Path(e.path).is_file()}
+        if self._active is not None and self._active.unpacked is not None:
+            used.add(self._active.unpacked.name)
+        return used
+
     def _unpack_root(self, tar: Path) -> Path:
         if self.store.root is not None:
             return self.store.unpacked
         return self.workdir or tar.parent / ".pcl-edge-unpacked"
 
-    def _unpacked(self, tar: Path) -> Path:
-        """``<unpack root>/<digest>``: the tar's files, unpacked (safely) the first time, reused after (and verified
-        every time). The unpack root is the store's, else WORKDIR, else ``.pcl-edge-unpacked`` beside the tar. A
-        partial unpack never takes the final name."""
+    def _unpacked(self, tar: Path, fresh: bool = True) -> Path:
+        """``<unpack root>/<digest>``: the tar's files, unpacked and verified. ``fresh`` (every activation): this tar
+        itself is unpacked and verified, signature and every file, even when a copy of its digest exists (a tar that
+        only claims a known digest rides on nothing); then the one copy per digest serves. Not ``fresh`` (a start from
+        the store's own record): the copy is reused, and verified again by the caller. The unpack root is the store's,
+        else WORKDIR, else ``.pcl-edge-unpacked`` beside the tar. A partial unpack never takes the final name."""
         base = self._unpack_root(tar)
         target = base / tar_digest(tar)[:16]
-        if target.is_dir():
+        if target.is_dir() and not fresh:
             return target
         base.mkdir(parents=True, exist_ok=True)
         tmp = unpack_bundle(tar, base / f".{target.name}-{secrets.token_hex(4)}", self.trusted_keys)
+        if target.is_dir():  # the same verified content is there already
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target
         try:
             os.rename(tmp, target)
         except OSError:  # another activation of the same tar got there first: use its copy
@@ -253,6 +264,8 @@ class Router:
             new = self._prepare(bundle, newer_than=self.store.active, serving=serving)
             if new.manifest["manifest_sha256"] == serving:  # verified, and identical to what serves
                 log.info("bundle %s (%s) is already active", bundle, new.digest)
+                if new.unpacked is not None and new.unpacked.name not in self._unpacked_in_use():
+                    shutil.rmtree(new.unpacked, ignore_errors=True)  # the copy made to verify it is not needed
                 return self._active.manifest
             m = new.manifest  # recorded first: if the record cannot be written, nothing changed
             dropped = self.store.record_activation(Entry(str(Path(bundle).resolve()), m["manifest_sha256"],
@@ -268,7 +281,7 @@ class Router:
             history = self.store.history
             if len(history) < 2:
                 raise BadRequest("no earlier bundle is kept to roll back to")
-            previous = self._prepare(history[-2].path)
+            previous = self._prepare(history[-2].path, fresh=False)
             _, dropped = self.store.record_rollback()
             old = self._install(previous)
             self._when_idle(old, lambda: self._discard([dropped]))

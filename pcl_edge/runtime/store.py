@@ -208,7 +208,7 @@ class BundleStore:
         if self.root is None:
             return []
         named = {Path(e.path).resolve() for e in self._history}
-        keep = {e.digest[:16] for e in self._history}
+        keep = {e.digest[:16] for e in self._history if Path(e.path).is_file()}  # only .tar bundles have copies
         gone = []
         for p in [*self.root.glob(".upload-*.part"), *self.root.glob(f".{STORE_FILE}.*.tmp"),
                   *self.root.glob(f".{LEDGER}.*.tmp"), *self.uploads.iterdir()]:
