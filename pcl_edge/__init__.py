@@ -4,7 +4,7 @@ Importing the package does no work: sub-packages are imported where they are use
 side (`pcl_edge.runtime`) never pulls torch in.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one source of the version (pyproject reads it); CHANGELOG.md says what changed
 
 _LAZY = {"Run": "pcl_edge.evolve", "evolve": "pcl_edge.evolve", "learn": "pcl_edge.evolve",
          "preset_config": "pcl_edge.evolve", "EvolveConfig": "pcl_edge.evolve"}

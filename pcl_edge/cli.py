@@ -37,6 +37,8 @@ def _evolve_parser(sub) -> None:
                                   "cifar100:PATH | mnist:PATH")
     p.add_argument("--tasks", help="NxK (N tasks of K consecutive classes) or explicit lists 'a,b/c,d' "
                                    "(indices or class names); default 5 equal tasks")
+    p.add_argument("--input-size", metavar="HxW", help="resize every image to HxW (an image folder of mixed sizes "
+                   "needs it; default: the source's own size)")
     p.add_argument("--strategy", help="pcl (default) | pcl-scratch | fixed | finetune | joint")
     p.add_argument("--preset", help="tiny | cpu (default) | gpu: budgets (listed above); explicit options "
                    "override them")
@@ -63,6 +65,10 @@ def _evolve_parser(sub) -> None:
     p.add_argument("--latency-margin", type=float, help="safety margin on the budget (default 0.10)")
     p.add_argument("--out", help="run directory to create (must not exist or be empty)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its stored configuration")
+    p.add_argument("--config", metavar="FILE", help="a run configuration (YAML or JSON; a run's config.json is one): "
+                   "every field of the run, what it leaves out from its preset; options given here override it")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="configuration overrides, dotted for the training "
+                   "recipes: proxy.steps=50 final.lr=0.1 rungs=[25,75] (values read as YAML)")
     _executor_args(p)
 
 
@@ -83,12 +89,17 @@ def _executor_args(p) -> None:
 
 def _config_from_args(args):
     from .evolve import EvolveConfig, preset_config
+    from .evolve.config import load_config
 
     train_over = {"proxy": args.proxy_steps, "final": args.final_steps}
-    base = preset_config(args.preset or "cpu", args.data or "digits")
+    if args.config or args.overrides:  # the file (and key=value) first; options given on the command line win
+        base = load_config(args.config, [*args.overrides, *([f"data={args.data}"] if args.data else []),
+                                         *([f"preset={args.preset}"] if args.preset else [])])
+    else:
+        base = preset_config(args.preset or "cpu", args.data or "digits")
     fields = {f: getattr(args, f) for f in ("tasks", "strategy", "population", "generations", "children", "seed",
                                             "genome", "max_params", "threads", "target", "eta", "screen",
-                                            "perf_predictor")}
+                                            "perf_predictor", "input_size")}
     fields |= {"latency_budget_ms": args.latency_budget, "latency_margin": args.latency_margin,
                "rungs": _int_list(args.rungs, "--rungs")}
     cfg = dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
@@ -111,8 +122,8 @@ def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
 def _explicit(args) -> list[str]:
     names = ("data", "tasks", "strategy", "preset", "population", "generations", "children", "seed", "genome",
              "proxy_steps", "final_steps", "max_params", "threads", "out", "target", "latency_budget",
-             "latency_margin", "rungs", "eta", "screen", "perf_predictor")
-    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
+             "latency_margin", "rungs", "eta", "screen", "perf_predictor", "config", "input_size")
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None] + list(args.overrides)
 
 
 def _run_options(args) -> dict:
@@ -220,6 +231,8 @@ def _export_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run (e.g. runs/latest)")
     p.add_argument("--out", required=True, help="new bundle directory, BUNDLE.tar, or Triton repository")
     p.add_argument("--base", help="previous bundle: keep its tasks byte-identical, export only newer ones")
+    p.add_argument("--triton-tensorrt", choices=["FP16", "FP32"], help="--format triton: turn on the TensorRT "
+                   "accelerator of Triton's ONNX Runtime backend at this precision (default: off)")
     p.add_argument("--format", default="bundle", choices=["bundle", "triton"],
                    help="a bundle (directory or .tar) or a Triton model repository (default bundle)")
     p.add_argument("--sign-key", metavar="KEY", help="sign the bundle with this ed25519 key (pcl-edge keygen)")
@@ -289,13 +302,15 @@ def _engine_args(p) -> None:
                    f"router splits larger requests (default {DEFAULT_MAX_BATCH})")
     p.add_argument("--opt-batch", type=int, default=1, help="batch TensorRT tunes for (default 1)")
     p.add_argument("--workspace-mb", type=int, default=256, help="TensorRT builder workspace (default 256)")
+    p.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson Orin AGX/NX: 0 or 1), layers it "
+                   "cannot run fall back to the GPU (default: the GPU only)")
 
 
 def _engine_spec(args):
     from .bundle.engine import EngineSpec
 
     return EngineSpec(args.precision, opt_batch=args.opt_batch, max_batch=args.max_batch,
-                      workspace_mb=args.workspace_mb)
+                      workspace_mb=args.workspace_mb, dla_core=args.dla_core)
 
 
 def _engines_parser(sub) -> None:
@@ -450,8 +465,12 @@ def _serve_parser(sub) -> None:
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
-    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort"],
-                   help="TensorRT engines, onnxruntime, or the first that passes a self-test (default auto)")
+    p.add_argument("--grpc-port", type=int, help="also serve the same protocol over gRPC (KServe v2, what Triton "
+                   "serves on 8001; tritonclient.grpc speaks it) on this port (default: off; 0 picks a free one)")
+    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort-trt", "ort"],
+                   help="TensorRT engines, onnxruntime with its TensorRT provider (engine and timing caches on disk, "
+                   "--precision, --dla-core), onnxruntime with its best provider, or the first that passes a self-test "
+                   "(default auto)")
     p.add_argument("--memory-budget", type=float, metavar="MB", help="LRU budget for loaded models")
     p.add_argument("--token-file", help="file holding the bearer token that admin calls need")
     p.add_argument("--trusted-key", metavar="PUB_OR_DIR", help="serve only bundles signed by this public key (or "
@@ -476,6 +495,9 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-bundle-mb", type=float, default=512, help="largest bundle upload (default 512)")
     p.add_argument("--keep", type=int, default=3, help="bundles kept for POST /v2/admin/rollback, the active one "
                    "included (default 3)")
+    p.add_argument("--sensors", default="auto", choices=["auto", "tegrastats", "none"], help="power and temperature "
+                   "gauges in /metrics: from tegrastats where it runs (auto, the default: on a Jetson), required, or "
+                   "none")
     p.add_argument("--serial", metavar="PORT", help="also answer framed requests on this serial port "
                                                     "(e.g. /dev/ttyTHS1; protocol in deploy/README.md)")
     p.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
@@ -486,7 +508,8 @@ def _serve_parser(sub) -> None:
 def cmd_serve(args) -> int:
     from pathlib import Path
 
-    import starlette  # noqa: F401  (the service's own dependencies, checked before any work: one line if absent)
+    import prometheus_client  # noqa: F401  (the service's own dependencies, checked before any work: one line if absent)
+    import starlette  # noqa: F401
     import uvicorn  # noqa: F401
 
     from .runtime import Router
@@ -512,12 +535,17 @@ def cmd_serve(args) -> int:
                     store=args.bundle_store or Path(args.bundle).with_name(Path(args.bundle).name + ".store"),
                     keep=args.keep)
     log.info("bundle %s: %d tasks, backend %s", args.bundle, len(router.tasks()), args.backend)
+    from .runtime.service import ServiceCore
+
+    core = ServiceCore(router, token, args.allow_unsigned)  # one core: HTTP, gRPC and serial translate for it
+    if args.sensors != "none":
+        _sensor_gauges(core, required=args.sensors == "tegrastats")
     if args.serial:
         import threading
 
         from .runtime.serial_server import SerialServer, open_port
 
-        serial_server = SerialServer(router, open_port(args.serial, args.baud))
+        serial_server = SerialServer(core, open_port(args.serial, args.baud))
         threading.Thread(target=serial_server.serve_forever, name="serial", daemon=True).start()
         log.info("serial transport on %s at %d baud", args.serial, args.baud)
     if token and not args.trusted_key:
@@ -530,11 +558,32 @@ def cmd_serve(args) -> int:
     if token and not args.tls_cert and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("admin token over plain HTTP on %s: pass --tls-cert/--tls-key or put a TLS proxy in front",
                     args.host)
+    if args.grpc_port is not None:
+        from .runtime.grpc_server import create_grpc_server
+
+        create_grpc_server(core, args.host, args.grpc_port, max_message_bytes=int(args.max_body_mb * 2**20),
+                           tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
     serve(router, args.host, args.port, token, int(args.max_body_mb * 2**20), int(args.max_bundle_mb * 2**20),
           allow_unsigned=args.allow_unsigned, tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
           max_connections=args.max_connections, body_timeout_s=args.request_timeout,
-          decode_workers=args.decode_workers)
+          decode_workers=args.decode_workers, core=core)
     return 0
+
+
+def _sensor_gauges(core, required: bool) -> None:
+    """Power and temperature gauges in /metrics from tegrastats, where it runs (a Jetson)."""
+    import shutil
+
+    if not required and shutil.which("tegrastats") is None:
+        return
+    from .hw.power.tegrastats import TegrastatsReader, parse_tegrastats_line, parse_tegrastats_temperatures
+
+    reader = TegrastatsReader(interval_s=1.0)
+    watts = lambda: parse_tegrastats_line(reader.last_line).get("VDD_IN")  # noqa: E731
+    temp = lambda: parse_tegrastats_temperatures(reader.last_line).get("gpu")  # noqa: E731
+    core.metrics.gauges |= {"nv_gpu_power_usage": ("Board input power in watts (tegrastats VDD_IN)", watts),
+                            "pcl_edge_gpu_temperature_celsius": ("GPU temperature (tegrastats GPU@)", temp)}
+    log.info("power and temperature gauges from tegrastats")
 
 
 def _report_parser(sub) -> None:
@@ -571,8 +620,10 @@ def cmd_build_engines(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_bundle
 
+    if args.triton_tensorrt and args.format != "triton":
+        raise ValueError("--triton-tensorrt goes with --format triton")
     m = export_bundle(args.run_dir, args.out, base=args.base, fmt=args.format, calib_samples=args.calib_samples,
-                      sign_key=args.sign_key)
+                      sign_key=args.sign_key, triton_tensorrt=args.triton_tensorrt)
     worst = max(t["verification"]["max_abs_diff"] for t in m["tasks"] if "verification" in t)
     sys.stdout.write(f"wrote {args.out} ({args.format}): bundle version {m['bundle_version']}, tasks "
                      f"{[t['id'] for t in m['tasks']]}, max |onnx - torch| {worst:.1e}\n")
@@ -631,7 +682,8 @@ COMMANDS = {"evolve": cmd_evolve, "learn": cmd_learn, "export": cmd_export, "bun
 
 
 # which extra brings a module (the message a missing optional dependency gets); alternatives in order
-EXTRAS = {"torch": ("train",), "sklearn": ("train",), "PIL": ("train", "calib"), "tqdm": ("train",),
+EXTRAS = {"torch": ("train",), "sklearn": ("train",), "PIL": ("train", "calib"), "prometheus_client": ("serve",),
+          "grpc": ("grpc",), "tritonclient": ("grpc",), "tqdm": ("train",),
           "matplotlib": ("train",), "onnx": ("train", "profile"), "scipy": ("train", "profile"),
           "onnxruntime": ("ort", "ort-gpu"), "uvicorn": ("serve",), "starlette": ("serve",),
           "cryptography": ("serve",), "serial": ("serial",), "ray": ("ray",), "tensorrt": ("tensorrt",)}

@@ -57,7 +57,8 @@ def make_fake_tensorrt(version: str = "10.3.0", parse_ok: bool = True, build_ok:
             self.__dict__.update(members)
 
     trt.Logger = Logger
-    trt.BuilderFlag = _Enum(FP16="FP16", INT8="INT8")
+    trt.BuilderFlag = _Enum(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK")
+    trt.DeviceType = _Enum(GPU="GPU", DLA="DLA")
     trt.MemoryPoolType = _Enum(WORKSPACE="WORKSPACE")
     trt.NetworkDefinitionCreationFlag = _Enum(EXPLICIT_BATCH=0)
     trt.ProfilingVerbosity = _Enum(DETAILED="DETAILED", LAYER_NAMES_ONLY="LAYER_NAMES_ONLY", NONE="NONE")

@@ -1,6 +1,5 @@
 import io
 import json
-import re
 import shutil
 import tarfile
 
@@ -178,9 +177,12 @@ def _dev(name):
 
 
 def _parse_pbtxt_tensors(text, section):
-    block = re.search(section + r" \[(.*?)\n\]", text, re.S).group(1)
-    return [(n, t, [int(d) for d in dims.split(",")]) for n, t, dims in
-            re.findall(r'name: "(\w+)"\s+data_type: (\w+)\s+dims: \[ ([\d, ]+) \]', block)]
+    """(name, data type, dims) of a config.pbtxt's inputs or outputs, read with Triton's own ModelConfig proto."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    return [(t.name, model_config_pb2.DataType.Name(t.data_type), list(t.dims)) for t in getattr(config, section)]
 
 
 def test_triton_repository_matches_the_onnx_graphs(run_dir, tmp_path):
@@ -199,10 +201,43 @@ def test_triton_repository_matches_the_onnx_graphs(run_dir, tmp_path):
             dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
             assert pname == v.name and ptype == "TYPE_FP32" and pdims == dims[1:] and dims[0] == 0
     manifest = json.loads((tmp_path / "repo" / "pcl_edge_manifest.json").read_text())
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
     for task in manifest["tasks"]:  # what a Triton user needs to normalise inputs travels with the repository
-        text = (tmp_path / "repo" / task["name"] / "config.pbtxt").read_text()
-        assert f"key: \"input_mean\"\n  value: {{ string_value: '{json.dumps(task['input']['mean'])}' }}" in text
-        assert "input_std" in text
+        config = text_format.Parse((tmp_path / "repo" / task["name"] / "config.pbtxt").read_text(),
+                                   model_config_pb2.ModelConfig())
+        assert json.loads(config.parameters["input_mean"].string_value) == task["input"]["mean"]
+        assert json.loads(config.parameters["class_names"].string_value) == task["class_names"]
+        assert config.output[0].label_filename == "labels.txt" and config.dynamic_batching.max_queue_delay_microseconds
+        labels = (tmp_path / "repo" / task["name"] / "labels.txt").read_text().splitlines()
+        assert labels == task["class_names"]
+
+
+def test_triton_configs_escape_class_names_and_ask_for_tensorrt(bundles, tmp_path):
+    """Class names with quotes, backslashes and line breaks survive the text format; --triton-tensorrt sets the
+    ONNX Runtime backend's TensorRT accelerator."""
+    import shutil as _shutil
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from pcl_edge.bundle.manifest import seal
+    from pcl_edge.export import bundle_to_triton
+
+    _shutil.copytree(bundles / "v0", tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    weird = ['a "quoted" \\ name', "two\nlines"]
+    m["tasks"][0]["class_names"] = weird
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(seal({k: v for k, v in m.items()
+                                                                    if k != "manifest_sha256"})))
+    bundle_to_triton(tmp_path / "b", tmp_path / "repo", tensorrt="FP16")
+    config = text_format.Parse((tmp_path / "repo" / "task_01" / "config.pbtxt").read_text(),
+                               model_config_pb2.ModelConfig())
+    assert json.loads(config.parameters["class_names"].string_value) == weird
+    acc = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
+    assert (tmp_path / "repo" / "task_01" / "labels.txt").read_text().splitlines() == [weird[0], "two lines"]
 
 
 def test_bundle_verification_needs_no_torch(bundle):

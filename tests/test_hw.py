@@ -330,3 +330,13 @@ def test_prediction_never_below_the_empty_call():
     profile = dataclasses.replace(shipped, calibration=cal)
     ms = LatencyPredictor(profile, (3, 32, 32)).predict(Genome.parse("d2_w8_p-_x-_s0:mbconv-k3-e1"))
     assert ms == profile.overhead_ms > 0
+
+
+def test_profiles_are_found_by_name(tmp_path):
+    from pcl_edge.hw.profile import ProfileError, load_profile, shipped_profiles
+
+    assert {"cpu-ort-epyc-2core", "jetson-orin-nano-8gb"} <= set(shipped_profiles())
+    assert load_profile("jetson-orin-nano-8gb").name == load_profile("hw_profiles/jetson-orin-nano-8gb.yaml").name
+    assert load_profile("jetson-orin-nano-8gb.yaml").source == "estimated"
+    with pytest.raises(ProfileError, match="neither a file nor a shipped profile .*jetson-orin-nano-8gb"):
+        load_profile("jetson-orin-mega")

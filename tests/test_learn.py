@@ -242,3 +242,18 @@ def test_a_run_made_before_plans_were_kept_keeps_its_validation_splits(bundles, 
     (tmp_path / "run" / "tasks.json").unlink()
     learn(tmp_path / "run", tasks="1x2", progress=False)
     assert json.loads((tmp_path / "run" / "tasks.json").read_text())["val_scheme"] == "sequential"
+
+
+def test_an_image_folder_of_mixed_sizes_and_formats_runs_with_an_input_size(tmp_path, capsys):
+    """issue 23 item 7: JPEG and PNG of three sizes, grayscale; without --input-size one clear line, with it a run."""
+    from pcl_edge.cli import main
+
+    site = _image_folder(tmp_path / "mixed", {"a": 0, "b": 1, "c": 2, "d": 3}, [(8, 8), (12, 10), (20, 16)])
+    args = ["-q", "evolve", "--data", f"imagefolder:{site}", "--tasks", "2x2", "--preset", "tiny", "--generations",
+            "0"]
+    assert main([*args, "--out", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differ in size" in err[0] and "--input-size" in err[0]
+    assert not (tmp_path / "no").exists()
+    assert main([*args, "--input-size", "10x10", "--out", str(tmp_path / "run")]) == 0
+    assert RunDir(tmp_path / "run").verify_expert(2)["input_spec"]["shape"] == [1, 10, 10]

@@ -86,3 +86,12 @@ def test_energy_per_inference():
     trace = PowerTrace(t=np.array([0.0, 1.0, 2.0]), watts=np.array([5.0, 7.0, 5.0]))
     e = energy_per_inference(trace, inferences=100, idle_w=4.0)
     assert e["j_per_inference"] == pytest.approx(12.0 / 100) and e["dynamic_j_per_inference"] == pytest.approx(0.04)
+
+
+def test_tegrastats_temperatures_and_the_metrics_gauges():
+    """The device's /metrics carry power and temperature where tegrastats runs (issue 23 item 2)."""
+    from pcl_edge.hw.power.tegrastats import parse_tegrastats_line, parse_tegrastats_temperatures
+
+    line = ("RAM 2431/7620MB (lfb 2x4MB) CPU [2%@729,0%@729] EMC_FREQ 0% GR3D_FREQ 0% cpu@47.25C soc2@46.5C "
+            "GPU@45.906C tj@47.25C VDD_IN 4512mW/4512mW VDD_CPU_GPU_CV 483mW/483mW VDD_SOC 1368mW/1368mW")
+    assert parse_tegrastats_temperatures(line)["gpu"] == 45.906 and parse_tegrastats_line(line)["VDD_IN"] == 4.512

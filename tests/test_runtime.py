@@ -317,3 +317,38 @@ def test_a_triton_repository_from_a_tar_bundle(bundles, tmp_path):
     assert names == [f"task_{i:02d}" for i in range(1, 6)]
     assert (tmp_path / "triton" / "task_03" / "1" / "model.onnx").read_bytes() == \
         (bundles / "v1" / "models" / "task_03.onnx").read_bytes()
+
+
+def test_ort_trt_opens_the_tensorrt_provider_with_caches_precision_and_dla(bundles, tmp_path, monkeypatch):
+    """onnxruntime's TensorRT execution provider as a backend (issue 23 item 5): engine and timing caches on disk
+    under the router's engine cache, FP16 from the spec, the batch profile, a DLA core when asked. This machine's
+    onnxruntime has no TensorRT provider: the test stands in a fake one and checks what the session asks for."""
+    import onnxruntime as ort
+
+    from pcl_edge.bundle import EngineSpec
+    from pcl_edge.runtime.backends import open_session
+
+    seen = {}
+    real = ort.InferenceSession
+
+    class Recording(real):
+        def __init__(self, model, options=None, providers=None, **kw):
+            seen["providers"] = providers
+            super().__init__(model, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                                  "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", Recording)
+    task = json.loads((bundles / "v1" / "manifest.json").read_text())["tasks"][0]
+    spec = EngineSpec("fp16", max_batch=8, dla_core=1)
+    s = open_session("ort-trt", bundles / "v1", task, spec=spec, cache_dir=tmp_path / "engines")
+    (name, opts), cuda = seen["providers"]
+    assert name == "TensorrtExecutionProvider" and cuda == "CUDAExecutionProvider"  # never the CPU
+    assert opts["trt_engine_cache_enable"] == opts["trt_timing_cache_enable"] == "True"
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "engines" / "ort-trt") and opts["trt_fp16_enable"] == "True"
+    assert opts["trt_profile_max_shapes"] == "input:8x1x8x8" and opts["trt_dla_core"] == "1"
+    assert s.run(x_for()).shape == (1, 2)
+    with pytest.raises(ValueError, match="DLA runs fp16 or int8"):
+        EngineSpec("fp32", dla_core=0)
+    assert EngineSpec().key("ab" * 32) == EngineSpec(dla_core=None).key("ab" * 32)  # old caches keep their names
+    assert "-dla1-" in spec.key("ab" * 32)

@@ -37,6 +37,7 @@ class EngineSpec:
     tensorrt_version: str = ""  # filled on the device (``for_device``)
     gpu: str = ""
     build_flags: tuple[str, ...] = ()  # extra TensorRT builder flags by name, recorded for the cache key
+    dla_core: int | None = None  # Orin's deep-learning accelerators: build for DLA core N (GPU fallback for the rest)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -46,6 +47,10 @@ class EngineSpec:
                              f"({self.max_batch})")
         if self.workspace_mb < 1:
             raise ValueError(f"workspace_mb must be >= 1 (got {self.workspace_mb})")
+        if self.dla_core is not None and not (isinstance(self.dla_core, int) and 0 <= self.dla_core <= 7):
+            raise ValueError(f"dla_core must be a DLA core index (0, 1, ...), got {self.dla_core!r}")
+        if self.dla_core is not None and self.precision == "fp32":
+            raise ValueError("DLA runs fp16 or int8, not fp32: pass --precision fp16 with --dla-core")
         object.__setattr__(self, "build_flags", tuple(sorted(self.build_flags)))
 
     def for_device(self, trt, gpu: str | None = None) -> EngineSpec:
@@ -55,12 +60,17 @@ class EngineSpec:
         return replace(self, tensorrt_version=str(trt.__version__), gpu=gpu if gpu is not None else gpu_name())
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        fields = asdict(self)
+        if fields["dla_core"] is None:  # specs without DLA keep the keys they had before the field existed
+            del fields["dla_core"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     def key(self, model_sha256: str) -> str:
         """Cache file name: the model's hash and everything ``check`` compares."""
         gpu = "".join(c if c.isalnum() else "-" for c in self.gpu).strip("-").lower() or "gpu"
-        return f"{model_sha256[:16]}-trt{self.tensorrt_version}-{gpu}-{self.precision}-{self.digest()[:12]}.engine"
+        dla = f"-dla{self.dla_core}" if self.dla_core is not None else ""
+        return (f"{model_sha256[:16]}-trt{self.tensorrt_version}-{gpu}-{self.precision}{dla}-{self.digest()[:12]}"
+                ".engine")
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,10 @@ def build_plan(trt, onnx_bytes: bytes, input_name: str, chw: tuple[int, ...], op
         compat.set_calibrator(config, calibrator)
     for name in opts.build_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    if opts.dla_core is not None:  # layers the DLA cannot run fall back to the GPU
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = opts.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, (opts.min_batch, *chw), (opts.opt_batch, *chw), (opts.max_batch, *chw))
     config.add_optimization_profile(profile)
@@ -93,6 +97,8 @@ def trtexec_command(model: Path, engine: Path, input_name: str, chw: tuple[int, 
         args.append("--fp16")
     if opts.precision == "int8":
         args.append("--int8")  # trtexec wants --calib=<cache> for real scales; use the cache this tool writes
+    if opts.dla_core is not None:
+        args += [f"--useDLACore={opts.dla_core}", "--allowGPUFallback"]
     return shlex.join(args)
 
 

@@ -103,10 +103,10 @@ def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str
             check_latency_budget(cfg, stream)
             return _run(cfg, stream, run, **run_options)
     cfg = (cfg or EvolveConfig()).validate()
-    pool = load_pool(cfg.data)
+    pool = load_pool(cfg.data, size=cfg.size())
     tasks = extend_plan([], cfg.data, pool.class_names, cfg.tasks, default="5")
     stream = stream_from_plan(tasks, cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
-                              pools={tasks[0].source: pool})  # data errors surface before anything is written
+                              size=cfg.size(), pools={tasks[0].source: pool})  # data errors surface before writing
     check_latency_budget(cfg, stream)
     run = RunDir.create(out or default_out(cfg), cfg)
     with run.lock():

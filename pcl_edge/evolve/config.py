@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 from .recipe import TrainConfig
 
@@ -53,6 +55,7 @@ class EvolveConfig:
     perf_predictor: str = "pairwise"
     val_fraction: float = 0.15
     test_fraction: float = 0.2
+    input_size: str | None = None  # "HxW": images of a source are resized to it (sources of mixed sizes need one)
     threads: int = 0  # when > 0: torch threads of every training (overrides proxy.threads and final.threads)
 
     def to_dict(self) -> dict:
@@ -73,6 +76,15 @@ class EvolveConfig:
                 d[key] = tuple(d[key])
         return cls(**d)
 
+    def size(self) -> tuple[int, int] | None:
+        """``input_size`` as (H, W)."""
+        if self.input_size is None:
+            return None
+        parts = str(self.input_size).lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 4096 for p in parts):
+            raise ValueError(f"input_size {self.input_size!r}: expected HxW, e.g. 32x32")
+        return int(parts[0]), int(parts[1])
+
     @property
     def num_children(self) -> int:
         return self.children or self.population
@@ -87,63 +99,189 @@ class EvolveConfig:
         n = len(self.rung_steps)
         return tuple(self.num_children * self.eta ** (n - 1 - r) for r in range(n))
 
-    def validate(self) -> EvolveConfig:
+    def problems(self) -> list[str]:
+        """Every mistake of this configuration, one line each (empty: it can run)."""
         from ..space import Genome
+        from .objectives import OBJECTIVES
+        from .perf_predictor import PERF_PREDICTORS
         from .strategies import get_strategy
 
+        out = []
         try:
             get_strategy(self.strategy)
         except KeyError as exc:
-            raise ConfigError(exc.args[0]) from None
-        from .objectives import OBJECTIVES
-
+            out.append(str(exc.args[0]))
         for name in self.objectives:
             if name not in OBJECTIVES:
-                raise ConfigError(f"unknown objective {name!r}; choose from {OBJECTIVES.names()}")
+                out.append(f"unknown objective {name!r}; choose from {OBJECTIVES.names()}")
         if "val_acc" not in self.objectives:
-            raise ConfigError("objectives must include val_acc (the expert is chosen by it)")
+            out.append("objectives must include val_acc (the expert is chosen by it)")
         if self.latency_budget_ms is not None:
             if self.target is None:
-                raise ConfigError("--latency-budget needs --target PROFILE (the hardware the budget is for)")
+                out.append("--latency-budget needs --target PROFILE (the hardware the budget is for)")
             if self.latency_budget_ms <= 0 or not 0 <= self.latency_margin < 1:
-                raise ConfigError("--latency-budget must be > 0 and the margin in [0, 1)")
+                out.append("--latency-budget must be > 0 and the margin in [0, 1)")
         if self.target is not None:
             from ..hw.profile import ProfileError, load_profile
 
             try:
                 load_profile(self.target)
             except ProfileError as exc:
-                raise ConfigError(str(exc)) from None
+                out.append(str(exc))
         if self.population < 2:
-            raise ConfigError(f"--population must be >= 2 (got {self.population})")
+            out.append(f"--population must be >= 2 (got {self.population})")
         if self.generations < 0:
-            raise ConfigError(f"--generations must be >= 0 (got {self.generations})")
+            out.append(f"--generations must be >= 0 (got {self.generations})")
         if not 0 <= self.crossover_prob <= 1:
-            raise ConfigError(f"crossover_prob must be in [0, 1] (got {self.crossover_prob})")
+            out.append(f"crossover_prob must be in [0, 1] (got {self.crossover_prob})")
         if self.proxy.steps < 1 or self.final.steps < 1 or any(r < 1 for r in self.rungs):
-            raise ConfigError("training steps (proxy, final, every rung) must be >= 1")
+            out.append("training steps (proxy, final, every rung) must be >= 1")
         if self.eta < 2:
-            raise ConfigError(f"eta (1/fraction promoted per rung) must be >= 2 (got {self.eta})")
+            out.append(f"eta (1/fraction promoted per rung) must be >= 2 (got {self.eta})")
         if self.screen < 1:
-            raise ConfigError(f"--screen must be >= 1 mutant per trained child (got {self.screen})")
-        from .perf_predictor import PERF_PREDICTORS
-
+            out.append(f"--screen must be >= 1 mutant per trained child (got {self.screen})")
         if self.perf_predictor not in PERF_PREDICTORS:
-            raise ConfigError(f"unknown performance predictor {self.perf_predictor!r}; choose from "
-                              f"{PERF_PREDICTORS.names()}")
+            out.append(f"unknown performance predictor {self.perf_predictor!r}; choose from {PERF_PREDICTORS.names()}")
         if self.threads < 0 or self.proxy.threads < 0 or self.final.threads < 0:
-            raise ConfigError("thread counts must be >= 0 (0 = every usable core)")
+            out.append("thread counts must be >= 0 (0 = every usable core)")
         for name in ("val_fraction", "test_fraction"):
             if not 0 < getattr(self, name) < 0.5:
-                raise ConfigError(f"{name} must be in (0, 0.5)")
+                out.append(f"{name} must be in (0, 0.5)")
+        if self.input_size is not None:
+            try:
+                self.size()
+            except ValueError as exc:
+                out.append(str(exc))
+        for recipe in ("proxy", "final"):
+            r = getattr(self, recipe)
+            if r.augment not in AUGMENTATIONS:
+                out.append(f"{recipe}.augment {r.augment!r}: choose one of {list(AUGMENTATIONS)}")
+            if r.batch_size < 1 or r.lr <= 0:
+                out.append(f"{recipe}.batch_size must be >= 1 and {recipe}.lr > 0")
         try:
             Genome.parse(self.genome)
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            out.append(str(exc))
+        return out
+
+    def validate(self) -> EvolveConfig:
+        problems = self.problems()
+        if problems:
+            raise ConfigError("\n".join(problems))
         if self.threads:  # one count for every training: fold it into the recipes (idempotent)
             return replace(self, proxy=replace(self.proxy, threads=self.threads),
                            final=replace(self.final, threads=self.threads))
         return self
+
+
+AUGMENTATIONS = ("none", "shift", "shift-flip")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EvolveConfig:
+    """A run configuration from a YAML (or JSON) file and ``key=value`` overrides, Hydra's convention: dotted keys
+    reach the training recipes (``proxy.steps=50``), values are read as YAML (``rungs=[25,75]``,
+    ``target=null``). What the file leaves out comes from its ``preset`` (default cpu) for its ``data``, as on the
+    command line; a run directory's ``config.json`` is itself a complete config. Every mistake is one line of the
+    error: unknown keys (with the closest known one), values of the wrong type, and what ``validate`` refuses.
+
+    Why not OmegaConf/Hydra or pydantic: the run configuration already has one typed schema (this dataclass, which
+    config.json round-trips); a second schema in another library would drift from it, for what is here ~80 lines."""
+    import yaml
+
+    raw: dict = {}
+    problems: list[str] = []
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of configuration keys")
+        raw = loaded
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"override {item!r}: expected key=value (e.g. proxy.steps=50)")
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+        node[parts[-1]] = value
+    base = preset_config(str(raw.get("preset", "cpu")), str(raw.get("data", "digits")))
+    values = dataclasses.asdict(base)
+    _merge(values, raw, "", problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    cfg = EvolveConfig.from_dict(values)
+    problems = cfg.problems()
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
+
+
+def _merge(values: dict, raw: dict, prefix: str, problems: list[str]) -> None:
+    """Type-check ``raw`` against the schema (``values``: defaults of the right types) and merge it in."""
+    import difflib
+
+    for key, value in raw.items():
+        where = f"{prefix}{key}"
+        if key not in values:
+            close = difflib.get_close_matches(str(key), list(values), n=1)
+            problems.append(f"unknown key {where!r}" + (f" (did you mean {prefix + close[0]!r}?)" if close else
+                                                        f"; known: {sorted(values)}"))
+            continue
+        current = values[key]
+        if isinstance(current, dict):
+            if not isinstance(value, dict):
+                problems.append(f"{where} must be a mapping of {sorted(current)}")
+            else:
+                _merge(current, value, f"{where}.", problems)
+            continue
+        typed = _typed(where, value, current, _FIELD_TYPES.get(where.split(".")[-1] if prefix else key))
+        if isinstance(typed, str) and typed.startswith("\0"):
+            problems.append(typed[1:])
+        else:
+            values[key] = typed
+
+
+def _typed(where: str, value, current, declared):
+    """``value`` as the field's type, or "\0message"."""
+    kinds = declared or (type(current),)
+    if value is None:
+        return None if type(None) in kinds else f"\0{where} cannot be null"
+    if bool in kinds and isinstance(value, bool):
+        return value
+    if int in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if str in kinds and isinstance(value, str):
+        return value
+    if (tuple in kinds or list in kinds) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    want = " or ".join(k.__name__ for k in kinds if k is not type(None))
+    return f"\0{where} must be {want} (got {type(value).__name__} {value!r})"
+
+
+def _field_types() -> dict[str, tuple[type, ...]]:
+    """Field name -> accepted Python types, from the two dataclasses' annotations (the schema's single source)."""
+    import types
+    import typing
+
+    out: dict[str, tuple[type, ...]] = {}
+    for cls in (EvolveConfig, TrainConfig):
+        for name, hint in typing.get_type_hints(cls).items():
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            members = typing.get_args(hint) if union else (hint,)
+            out.setdefault(name, tuple(typing.get_origin(a) or a for a in members))
+    return out
 
 
 # Presets set the budgets; explicit CLI options override them. Budgets are in optimizer steps.
@@ -203,3 +341,6 @@ def describe_presets() -> str:
         if line(images) != line(preset_config(name, "digits")):
             out.append(f"  {' ' * len(name)}  natural images: {line(images)}")
     return "\n".join(out)
+
+
+_FIELD_TYPES = _field_types()

@@ -43,13 +43,14 @@ def _task_entry(run, task_id: int, model_rel: str, model_bytes: bytes, verificat
 
 def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, base: str | os.PathLike | None = None,
                   n_real: int = 64, fmt: str = "bundle", calib_samples: int = 0,
-                  sign_key: str | os.PathLike | None = None) -> dict:
+                  sign_key: str | os.PathLike | None = None, triton_tensorrt: str | None = None) -> dict:
     """Export every archived expert of ``run_dir`` (those not already in ``base``) into a new bundle ``out``
     (a directory, or a tar when ``out`` ends in .tar); ``fmt="triton"`` writes a Triton model repository.
 
     ``calib_samples`` > 0 stores that many validation images per task in the bundle for INT8 calibration on the
     device. Off by default: samples of every task travelling with the models are a form of rehearsal data.
-    ``sign_key``: an ed25519 private key (``pcl-edge keygen``) that signs the bundle before it appears at ``out``."""
+    ``sign_key``: an ed25519 private key (``pcl-edge keygen``) that signs the bundle before it appears at ``out``.
+    ``triton_tensorrt`` ("FP16" / "FP32", Triton repositories only): the ONNX Runtime backend's TensorRT accelerator."""
     if fmt == "triton":
         from .triton import bundle_to_triton
 
@@ -57,7 +58,7 @@ def export_bundle(run_dir: str | os.PathLike, out: str | os.PathLike, base: str 
             raise BundleError(f"{out} already exists; exports never overwrite: choose a new --out")
         with tempfile.TemporaryDirectory() as tmp:
             manifest = export_bundle(run_dir, Path(tmp) / "bundle", base=base, n_real=n_real)
-            bundle_to_triton(Path(tmp) / "bundle", out)
+            bundle_to_triton(Path(tmp) / "bundle", out, tensorrt=triton_tensorrt)
         return manifest
     if fmt != "bundle":
         raise BundleError(f"unknown export format {fmt!r}; choose bundle or triton")

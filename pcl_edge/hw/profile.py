@@ -138,12 +138,34 @@ def profile_from_dict(d: dict, where: str = "profile") -> Profile:
         raise ProfileError(f"{where}: malformed entry ({exc})") from None
 
 
+def shipped_profiles() -> dict[str, Path]:
+    """Name -> file of the profiles that ship with pcl-edge (hw_profiles/, inside the wheel as
+    ``pcl_edge.hw_profiles``; from a source checkout, the directory itself)."""
+    package = Path(__file__).resolve().parents[1]  # pcl_edge/
+    roots = [package / "hw_profiles", package.parent / "hw_profiles"]  # an installed wheel; a source checkout
+    out: dict[str, Path] = {}
+    for root in roots:
+        for f in sorted(root.glob("*.yaml")) if root.is_dir() else []:
+            out.setdefault(f.stem, f)
+    return out
+
+
+def resolve_profile(ref: str | os.PathLike) -> Path:
+    """A profile by path, or by the name of a shipped one (``cpu-ort-epyc-2core``, ``jetson-orin-nano-8gb``)."""
+    p = Path(ref)
+    if p.is_file():
+        return p
+    shipped = shipped_profiles()
+    name = p.stem if p.suffix in ("", ".yaml") and len(p.parts) == 1 else None
+    if name in shipped:
+        return shipped[name]
+    raise ProfileError(f"hardware profile {ref} is neither a file nor a shipped profile ({', '.join(shipped)})")
+
+
 def load_profile(path: str | os.PathLike) -> Profile:
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise ProfileError(f"hardware profile {p} does not exist; see hw_profiles/ for the shipped ones")
+    p = resolve_profile(path)
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:

@@ -35,3 +35,17 @@ class VersionConflict(RuntimeFailure):
 
     status = 409
     code = 5
+
+
+class Unauthorized(RuntimeFailure):
+    """An admin call without the right bearer token."""
+
+    status = 401
+    code = 6
+
+
+class Forbidden(RuntimeFailure):
+    """An admin call the device's configuration does not allow (no token configured, unsigned bundles, no store)."""
+
+    status = 403
+    code = 7

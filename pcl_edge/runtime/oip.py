@@ -76,26 +76,49 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[dict, list[n
     return req, arrays
 
 
-def encode_response(model: str, version: str, req: dict, outputs: dict[str, np.ndarray],
+HTTP_OUTPUT_PARAMETERS = {"binary_data"}  # the HTTP binary extension's own; the core checks its own
+HTTP_REQUEST_PARAMETERS = {"binary_data_output"}
+
+
+def requested_outputs(req: dict, core_parameters: set[str]) -> list[tuple[str, dict]]:
+    """(name, parameters) of each requested output; a parameter neither this transport nor the core reads is a
+    400 that names it."""
+    outs = req.get("outputs") or []
+    if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs):
+        raise BadRequest("'outputs' must be a list of objects with a name")
+    result = []
+    for o in outs:
+        params = o.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadRequest(f"outputs[{o['name']!r}].parameters must be an object")
+        unknown = sorted(set(params) - HTTP_OUTPUT_PARAMETERS - core_parameters)
+        if unknown:
+            raise BadRequest(f"output parameter(s) {unknown} not supported; this server reads "
+                             f"{sorted(HTTP_OUTPUT_PARAMETERS | core_parameters)}")
+        result.append((o["name"], params))
+    return result
+
+
+def encode_response(model: str, version: str, req: dict, outputs: list[tuple[str, str, np.ndarray]],
                     parameters: dict | None = None) -> tuple[bytes, dict[str, str]]:
     """Response body and headers; binary when the request asked for it (``binary_data`` on an output, or
-    ``binary_data_output`` in the request parameters)."""
+    ``binary_data_output`` in the request parameters). ``outputs``: (name, datatype, array); BYTES arrays hold
+    bytes objects (JSON: strings; binary: each element a 4-byte little-endian length, then its bytes)."""
     wanted = {o.get("name"): (o.get("parameters") or {}) for o in req.get("outputs") or [] if isinstance(o, dict)}
-    unknown = sorted(str(n) for n in wanted if n not in outputs)
-    if unknown:
-        raise BadRequest(f"unknown requested output(s) {unknown}; {model} has {sorted(outputs)}")
     binary_all = bool((req.get("parameters") or {}).get("binary_data_output"))
     head_outputs, blobs = [], []
-    for name, arr in outputs.items():
+    for name, datatype, arr in outputs:
         if wanted and name not in wanted:
             continue
-        arr = np.ascontiguousarray(arr)
-        entry = {"name": name, "shape": list(arr.shape), "datatype": NAMES[arr.dtype]}
+        entry = {"name": name, "shape": list(arr.shape), "datatype": datatype}
         if binary_all or wanted.get(name, {}).get("binary_data"):
-            entry["parameters"] = {"binary_data_size": arr.nbytes}
-            blobs.append(arr.tobytes())
+            raw = serialize_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        elif datatype == "BYTES":
+            entry["data"] = [b.decode() for b in arr.ravel()]
         else:
-            entry["data"] = arr.ravel().tolist()
+            entry["data"] = np.ascontiguousarray(arr).ravel().tolist()
         head_outputs.append(entry)
     body = {"model_name": model, "model_version": version, "outputs": head_outputs}
     if "id" in req:
@@ -106,3 +129,8 @@ def encode_response(model: str, version: str, req: dict, outputs: dict[str, np.n
     if not blobs:
         return head, {"content-type": "application/json"}
     return head + b"".join(blobs), {"content-type": "application/octet-stream", HEADER: str(len(head))}
+
+
+def serialize_bytes(arr: np.ndarray) -> bytes:
+    """The protocol's BYTES layout: per element (row-major) a uint32 little-endian length, then the bytes."""
+    return b"".join(len(b).to_bytes(4, "little") + b for b in arr.ravel())

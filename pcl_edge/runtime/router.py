@@ -138,9 +138,11 @@ class Router:
                 except Exception as exc:  # noqa: BLE001 - the stored bundle still serves; the refusal is logged
                     log.error("the command-line bundle %s cannot serve (%s); serving the store's active bundle",
                               bundle, exc)
-            log.warning("the command-line bundle %s is version %d, not newer than the store's active bundle (version "
-                        "%d, %s, active since %s): serving that one (a restart never goes back; POST "
-                        "/v2/admin/rollback does)", bundle, version, active.bundle_version, active.short, active.since)
+            else:
+                log.warning("the command-line bundle %s is version %d, not newer than the store's active bundle "
+                            "(version %d, %s, active since %s): serving that one (a restart never goes back; POST "
+                            "/v2/admin/rollback does)", bundle, version, active.bundle_version, active.short,
+                            active.since)
         with self._admin:
             for entry in reversed(history):
                 try:
@@ -286,6 +288,11 @@ class Router:
             old = self._install(previous)
             self._when_idle(old, lambda: self._discard([dropped]))
             return previous.manifest
+
+    def _admin_run(self, actions: list) -> None:
+        with self._admin:
+            for action in actions:
+                action()
 
     def _when_idle(self, version: _Version | None, action) -> None:
         """Run ``action`` (deleting files a retired version may still read) once no request answers from it."""
@@ -498,8 +505,8 @@ class Router:
                 version.inflight -= 1
                 idle = version.on_idle if version.retired and version.inflight == 0 else []
                 version.on_idle = [] if idle else version.on_idle
-            for action in idle:
-                action()
+            if idle:  # under the admin lock (never beside an activation), and not on this request's time
+                threading.Thread(target=self._admin_run, args=(idle,), name="retire", daemon=True).start()
 
     def _infer(self, version: _Version, model: str | int, x: np.ndarray, preprocess: bool, top_k: int
                ) -> InferResult:

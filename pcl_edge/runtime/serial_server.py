@@ -25,6 +25,7 @@ from .serial_protocol import (
     json_frame,
     tensor_frame,
 )
+from .service import ServiceCore
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,12 @@ def open_port(url: str, baud: int, timeout: float = 0.1):
 
 
 class SerialServer:
-    def __init__(self, router: Router, port, frame_timeout: float = 2.0) -> None:
-        self.router, self.port = router, port
+    """The serial transport over the service core (a ``Router`` is wrapped in one): frames in, core calls, frames
+    out."""
+
+    def __init__(self, router: Router | ServiceCore, port, frame_timeout: float = 2.0) -> None:
+        self.core = router if isinstance(router, ServiceCore) else ServiceCore(router)
+        self.router, self.port = self.core.router, port
         self.reader = FrameReader(port, frame_timeout)
         self._stop = threading.Event()
         self.handled = self.errors = 0
@@ -48,14 +53,15 @@ class SerialServer:
         try:
             if frame.type == INFER:
                 x = frame.array()
-                res = self.router.infer(frame.task_id, x, preprocess=x.dtype.name == "uint8")
-                return tensor_frame(RESULT, frame.request_id, frame.task_id, res.logits)
+                task = self.core.task(frame.task_id)
+                answer = self.core.infer(task["name"], [(task["input"]["name"], x)])
+                return tensor_frame(RESULT, frame.request_id, frame.task_id, answer.outputs[0][2])
             if frame.type == LIST:
                 return json_frame(TASKS, frame.request_id, [
                     {"id": t["id"], "name": t["name"], "classes": t["class_names"], "input": t["input"]["shape"]}
                     for t in self.router.tasks()])
             if frame.type == HEALTH:
-                return json_frame(STATUS, frame.request_id, {"ready": True,
+                return json_frame(STATUS, frame.request_id, {"ready": self.core.ready(),
                                                              "bundle_version": self.router.version.bundle_version})
             raise FrameError(f"frame type {frame.type} is not a request", frame.request_id)
         except (RuntimeFailure, FrameError) as exc:

@@ -126,7 +126,8 @@ def _stack(per_class: dict[str, list[np.ndarray]], class_names: tuple[str, ...],
             ys.append(label)
     shapes = {a.shape for a in xs}
     if len({s[:2] for s in shapes}) > 1:
-        raise DataError(f"images in {where} differ in size {sorted(shapes)[:4]}; resize them to one shape")
+        raise DataError(f"images in {where} differ in size {sorted(shapes)[:4]}: pass --input-size HxW (or "
+                        "input_size in the config) to resize them to one")
     if len(shapes) != 1:
         raise DataError(f"images in {where} mix grayscale and color {sorted(shapes)[:4]}; convert them to one mode")
     return np.stack(xs).astype(np.uint8), np.asarray(ys, np.int64)

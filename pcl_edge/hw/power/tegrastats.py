@@ -12,11 +12,17 @@ import threading
 from . import POWER_READERS, PowerReader, PowerReaderError
 
 _RAIL = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)mW/(\d+)mW")
+_TEMP = re.compile(r"\b([A-Za-z][A-Za-z0-9_]*)@(-?\d+(?:\.\d+)?)C\b")
 
 
 def parse_tegrastats_line(line: str) -> dict[str, float]:
     """Rail -> current power in W, from one tegrastats line."""
     return {name: int(now) / 1000.0 for name, now, _ in _RAIL.findall(line)}
+
+
+def parse_tegrastats_temperatures(line: str) -> dict[str, float]:
+    """Sensor -> degrees Celsius (``GPU@45.5C``, ``tj@47C``, ...), from one tegrastats line."""
+    return {name.lower(): float(value) for name, value in _TEMP.findall(line)}
 
 
 @POWER_READERS.register("tegrastats")
@@ -28,13 +34,14 @@ class TegrastatsReader(PowerReader):
         exe = shutil.which(executable)
         if exe is None:
             raise PowerReaderError("tegrastats not found: this reader works on a Jetson (L4T)")
-        self.rail, self._latest = rail, None
+        self.rail, self._latest, self.last_line = rail, None, ""
         self._proc = subprocess.Popen([exe, "--interval", str(max(10, int(interval_s * 1000)))],
                                       stdout=subprocess.PIPE, text=True)
         threading.Thread(target=self._follow, daemon=True).start()
 
     def _follow(self) -> None:
         for line in self._proc.stdout:  # ends when the process does
+            self.last_line = line
             rails = parse_tegrastats_line(line)
             if self.rail in rails:
                 self._latest = rails[self.rail]

@@ -27,7 +27,7 @@ class Session(Protocol):
 
 BACKENDS: Registry = Registry("backend")
 _SAID: set[tuple[str, str, str]] = set()  # backend failures already logged
-AUTO_ORDER = ("tensorrt", "ort")
+AUTO_ORDER = ("tensorrt", "ort-trt", "ort")
 
 
 def _register() -> None:
