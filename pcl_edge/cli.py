@@ -513,7 +513,6 @@ def cmd_serve(args) -> int:
     import uvicorn  # noqa: F401
 
     from .runtime import Router
-    from .runtime.http import serve
 
     if bool(args.tls_cert) != bool(args.tls_key):  # checked before anything is built or started
         raise ValueError("--tls-cert and --tls-key go together")
@@ -558,16 +557,28 @@ def cmd_serve(args) -> int:
     if token and not args.tls_cert and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("admin token over plain HTTP on %s: pass --tls-cert/--tls-key or put a TLS proxy in front",
                     args.host)
+    grpc_server = None
     if args.grpc_port is not None:
         from .runtime.grpc_server import create_grpc_server
 
-        create_grpc_server(core, args.host, args.grpc_port, max_message_bytes=int(args.max_body_mb * 2**20),
-                           tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
+        grpc_server = create_grpc_server(core, args.host, args.grpc_port,
+                                         max_message_bytes=int(args.max_body_mb * 2**20),
+                                         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
+    try:
+        _serve_http(args, router, token, core)
+    finally:
+        if grpc_server is not None:  # held until here: a grpc.Server that is garbage-collected stops serving
+            grpc_server.stop(grace=1)
+    return 0
+
+
+def _serve_http(args, router, token, core) -> None:
+    from .runtime.http import serve
+
     serve(router, args.host, args.port, token, int(args.max_body_mb * 2**20), int(args.max_bundle_mb * 2**20),
           allow_unsigned=args.allow_unsigned, tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
           max_connections=args.max_connections, body_timeout_s=args.request_timeout,
           decode_workers=args.decode_workers, core=core)
-    return 0
 
 
 def _sensor_gauges(core, required: bool) -> None:

@@ -164,3 +164,30 @@ def test_a_scrape_parses_and_carries_the_triton_names(device):
     assert buckets and any(s.labels["le"] == "+Inf" for s in buckets)  # p50/p95/p99 computable
     with urllib.request.urlopen(url + "/metrics", timeout=30) as r:  # the same text over HTTP
         assert r.status == 200 and "nv_inference_request_success" in r.read().decode()
+
+
+def test_pcl_edge_serve_grpc_port_answers_for_as_long_as_it_serves(bundles, tmp_path):
+    """The CLI's --grpc-port, end to end: a `pcl-edge serve` subprocess answers tritonclient.grpc."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "pcl_edge.cli", "serve", str(bundles / "v1"), "--backend", "ort",
+                             "--port", "0", "--grpc-port", "0", "--bundle-store", str(tmp_path / "store")],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in proc.stderr:
+            m = re.search(r"gRPC \(KServe v2\) on [\d.]+:(\d+)", line)
+            port = int(m.group(1)) if m else port
+            if " on http://" in line:
+                break
+        assert port, "serve logged no gRPC port"
+        time.sleep(1.0)  # the HTTP side is up too: the gRPC server must still be serving
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        assert client.is_server_ready() and infer(client, grpcclient, "task_05", x_for(1)).as_numpy("logits").shape \
+            == (1, 2)
+    finally:
+        proc.terminate()
+        proc.wait(30)
