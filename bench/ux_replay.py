@@ -38,7 +38,14 @@ ITEMS = {1: "README paths, 'no such run', .gitignore", 2: "a missing extra is on
          7: "the expert circled by uid", 8: "figures read well (and in a browser)", 9: "strict inference, JSON errors",
          10: "one definition of readiness", 11: "bundles identified by digest (and anti-rollback)",
          12: ".tar activation",
-         13: "logs and metrics", 14: "Triton repository carries the input spec"}
+         13: "logs and metrics", 14: "Triton repository carries the input spec",
+         # issue 23: the README's "Your tools, unchanged" blocks, one per item of that issue
+         231: "23.1 Triton's gRPC client", 232: "23.2 Prometheus parses the metrics, Triton's names",
+         233: "23.3 versioned URLs, classification, unsupported parameters", 234: "23.4 Triton repository",
+         235: "23.5 ort-trt backend", 236: "23.6 config files", 237: "23.7 a folder of photos, memory-mapped",
+         238: "23.8 profiles by name, one version", 239: "23.9 the Jetson image"}
+README_BLOCKS = ("serve", "grpc", "versions", "metrics", "triton", "ort-trt", "config", "photos", "profiles",
+                 "jetson-image")
 
 
 class Replay:
@@ -105,8 +112,8 @@ def readme_commands(readme: str) -> list[str]:
     """The ``pcl-edge`` lines of the README's bash blocks that run on a workstation (not build-engines or push:
     those need the device), comments dropped."""
     out = []
-    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
-        if "bench/lifecycle.py runs this block" in block:  # the stream end to end: bench/lifecycle.py replays it
+    for marker, block in re.findall(r"(<!-- ux_replay: [\w-]+ -->\n)?```bash\n(.*?)```", readme, re.S):
+        if "bench/lifecycle.py runs this block" in block or marker:  # replayed whole, elsewhere
             continue
         for line in block.splitlines():
             line = line.split(" #")[0].strip()
@@ -229,6 +236,120 @@ def report_side(r: Replay, screenshots: bool) -> None:
         shots.append(shot)
         r.check(8, f"{page.parent.name}/index.html renders in headless Chromium ({shot})",
                 res.returncode == 0 and shot.is_file() and shot.stat().st_size > 50_000, res.stderr[-200:])
+
+
+# -- issue 23: the README's "Your tools, unchanged" --------------------------------------------------------------
+def readme_blocks(readme: str) -> dict[str, tuple[str, str]]:
+    """``<!-- ux_replay: NAME -->`` -> (language, the fenced block that follows it)."""
+    return {name: (lang, code) for name, lang, code in
+            re.findall(r"<!-- ux_replay: ([\w-]+) -->\n```(bash|python)\n(.*?)```", readme, re.S)}
+
+
+def photos(root: Path) -> None:
+    """``photos/train/<class>/``: JPEG and PNG, three sizes, RGB, grayscale and palette images."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(("ant", "bee", "cow", "dog")):
+        d = root / "train" / cls
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(24):
+            h, w = ((20, 20), (24, 18), (40, 32))[i % 3]
+            pixels = np.clip(rng.normal(60 * c + 40, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+            mode = ("RGB", "L", "P")[i % 3] if i % 4 else "RGB"
+            Image.fromarray(pixels).convert(mode).save(d / f"{i}.{'png' if mode == 'P' or i % 2 else 'jpg'}")
+
+
+def ecosystem_side(r: Replay) -> None:
+    print("your tools, unchanged (issue 23)", flush=True)
+    blocks = readme_blocks((r.clone / "README.md").read_text())
+    missing = [b for b in README_BLOCKS if b not in blocks]
+    r.check(0, "the README has every block the replay runs", not missing, f"missing: {missing}")
+    photos(r.clone / "photos")
+    shim = r.root / "bin"  # `pcl-edge` typed in a block runs the clone's code, as the other checks do
+    shim.mkdir(exist_ok=True)
+    (shim / "pcl-edge").write_text(f"#!/bin/sh\nexec {shlex.join(r.cli)} \"$@\"\n")
+    (shim / "pcl-edge").chmod(0o755)
+    env = {**r.env, "PATH": f"{shim}:{r.env.get('PATH', '')}"}
+
+    def run(name: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        lang, code = blocks.get(name, ("bash", "false"))
+        argv = ["bash", "-c", code] if lang == "bash" else [r.python, "-c", code]
+        return subprocess.run(argv, cwd=r.clone, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    lines = blocks.get("serve", ("bash", ""))[1].splitlines()
+    serve_line = next((ln for ln in lines if ln.startswith("pcl-edge serve")), "false")
+    pre = subprocess.run(["bash", "-c", "\n".join(ln for ln in lines if ln != serve_line)], cwd=r.clone, env=env,
+                         capture_output=True, text=True, timeout=600)
+    server = subprocess.Popen(["bash", "-c", f"exec {serve_line.split(' #')[0]}"], cwd=r.clone, env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(server.stderr), daemon=True).start()
+    try:
+        up = False
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:8000/v2/health/ready", timeout=2) as resp:
+                    up = resp.status == 200
+                    break
+            except (urllib.error.URLError, OSError):
+                if server.poll() is not None:
+                    break
+                time.sleep(0.5)
+        r.check(231, "README: export, then `pcl-edge serve ... --grpc-port 8001` answers on 8000",
+                pre.returncode == 0 and up, (pre.stderr + "".join(log))[-300:])
+        res = run("grpc")
+        r.check(231, "README: tritonclient.grpc infers with class_count=2 ('score:index:label' strings)",
+                res.returncode == 0 and re.search(r"b'-?[\d.]+:[01]:[01]' b'-?[\d.]+:[01]:[01]'", res.stdout)
+                is not None, (res.stdout + res.stderr).strip()[-300:])
+        res = run("versions")
+        out = res.stdout.strip().splitlines()
+        r.check(233, "README: a versioned URL answers 200; an unread parameter is a 400 naming it",
+                len(out) >= 2 and out[0] == "200" and "sequence_id" in out[-1], res.stdout[-300:])
+        res = run("metrics")
+        counts = re.findall(r"^task_01 1 (\d+\.\d+)$", res.stdout, re.M)
+        r.check(232, "README: prometheus_client's parser reads nv_inference_request_success{model,version}",
+                res.returncode == 0 and bool(counts) and float(counts[0]) >= 1, (res.stdout + res.stderr)[-300:])
+    finally:
+        server.terminate()
+        server.wait(30)
+    res = run("triton")
+    r.check(234, "README: Triton repository with labels.txt, dynamic batching and the TensorRT accelerator",
+            res.returncode == 0 and "dynamic_batching" in res.stdout and "tensorrt" in res.stdout
+            and (r.clone / "triton_repo" / "task_01" / "labels.txt").is_file(), (res.stdout + res.stderr)[-300:])
+    res = run("ort-trt", timeout=120)
+    err = res.stderr.strip().splitlines()
+    r.check(235, "README: `serve --backend ort-trt --dla-core 0` here (no TensorRT provider) is one line, exit 2",
+            res.returncode == 2 and bool(err) and err[-1].startswith("pcl-edge serve: error:")
+            and "TensorrtExecutionProvider" in err[-1], err[-1][-300:] if err else "")
+    res = run("config")
+    again = r.clone / "runs" / "again" / "config.json"
+    cfg = json.loads(again.read_text()) if again.is_file() else {}
+    mistakes = [ln for ln in res.stderr.splitlines() if "final.lr" in ln or "populaton" in ln]
+    r.check(236, "README: --config run.yaml with overrides, then the run's config.json as a config",
+            cfg.get("seed") == 2 and cfg.get("final", {}).get("lr") == 0.03 and cfg.get("tasks") == "2x2",
+            str({k: cfg.get(k) for k in ("seed", "tasks")}) + res.stderr[-200:])
+    r.check(236, "README: two mistakes in one config are named (with the closest key), exit 2",
+            "exit 2" in res.stdout and "population" in res.stderr and bool(mistakes), res.stderr.strip()[-300:])
+    res = run("photos")
+
+    def experts(run: str) -> dict[str, str]:
+        return {k: v for k, v in sha256_tree(r.clone / "runs" / run / "experts").items() if k.endswith("model.pt")}
+    a, b = experts("photos"), experts("photos-mapped")
+    r.check(237, "README: mixed JPEG/PNG sizes and modes train at --input-size; memory-mapped gives the same experts",
+            res.returncode == 0 and len(a) == 2 and a == b, res.stderr.strip()[-300:])
+    res = run("profiles")
+    version = r.py("import pcl_edge; print(pcl_edge.__version__)").stdout.strip()
+    summary = r.clone / "runs" / "orin" / "summary.json"
+    r.check(238, "README: `pcl-edge --version` and `--target jetson-orin-nano-8gb` by name",
+            res.returncode == 0 and f"pcl-edge {version}" in res.stdout and summary.is_file()
+            and "jetson-orin-nano-8gb" in summary.read_text(), res.stderr.strip()[-300:])
+    res = run("jetson-image", timeout=600)
+    r.check(239, "README: deploy/check_jetson_image.py (hadolint, aarch64/cp310 resolution)",
+            None if "hadolint: skipped" in res.stdout else res.returncode == 0 and "hadolint: passed" in res.stdout,
+            res.stdout.strip().splitlines()[0] if res.stdout.strip() else res.stderr[-300:])
 
 
 # -- the service -------------------------------------------------------------------------------------------------
@@ -368,7 +489,7 @@ def service_side(r: Replay) -> None:
         r.check(13, "4xx answers are logged", "-> 400" in text and "-> 404" in text, text[-300:])
         r.check(13, "the log names the real port, not :0", f":{s.port}" in text and s.port != 0)
         r.check(13, "a token file readable by others is warned about", "readable by other users" in text)
-        unavailable = [ln for ln in s.log if "unavailable" in ln and "tensorrt" in ln.lower()]
+        unavailable = [ln for ln in s.log if "backend tensorrt unavailable" in ln]  # ort-trt has its own line
         r.check(13, "'backend tensorrt unavailable' is said at most once", len(unavailable) <= 1,
                 f"{len(unavailable)} times")
         metrics = s.call("GET", "/metrics")[1]
@@ -399,13 +520,13 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()
     r = Replay(root, args.venv)
-    for part in (training_side, lambda r: report_side(r, not args.no_screenshots), service_side):
+    for part in (training_side, lambda r: report_side(r, not args.no_screenshots), service_side, ecosystem_side):
         try:
             part(r)
         except Exception as exc:  # noqa: BLE001 - a part that crashes fails its items; the rest still run
             r.check(0, f"{getattr(part, '__name__', 'part')} crashed", False, f"{type(exc).__name__}: {exc}")
     failed = [x for x in r.results if x[2] == "FAILED"]
-    print("\nissue 14, item by item:")
+    print("\nissues 14 and 23, item by item:")
     for item, title in ITEMS.items():
         mine = [x for x in r.results if x[0] == item]
         status = ("FAILED" if any(x[2] == "FAILED" for x in mine) else "passed" if mine and

@@ -1,6 +1,7 @@
 import io
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,8 +107,12 @@ def test_imagefolder_directory_and_cache(tmp_path, cache_dir):
     pool = load_pool(f"imagefolder:{tmp_path / 'ds'}")
     assert pool.x_train.shape == (24, 8, 8, 3) and pool.class_names == ("cat", "dog", "eel", "fox")
     assert not pool.has_test
-    assert len(list(cache_dir.glob("imagefolder-*.npz"))) == 1
-    again = load_pool(f"imagefolder:{tmp_path / 'ds'}")  # from the cache
+    entries = [p for p in cache_dir.glob("imagefolder-*") if p.is_dir()]
+    assert len(entries) == 1 and sorted(f.name for f in entries[0].iterdir()) == ["classes.json", "x_train.npy",
+                                                                                    "y_train.npy"]
+    assert not list(cache_dir.glob(".*"))  # no staging directory or spill file left behind
+    again = load_pool(f"imagefolder:{tmp_path / 'ds'}")  # from the cache, memory-mapped
+    assert isinstance(again.x_train, np.memmap) and not again.x_train.flags.writeable
     assert np.array_equal(again.x_train, pool.x_train) and again.class_names == pool.class_names
     s = build_stream(f"imagefolder:{tmp_path / 'ds'}", "2x2")
     assert s.tasks[1].class_names == ("eel", "fox")
@@ -182,3 +187,93 @@ def test_task_with_no_training_images_is_an_error():
     pool = Pool(x_train=x, y_train=np.array([0, 0, 1, 1, 0, 0, 1, 1]), class_names=("a", "b", "c"))
     with pytest.raises(DataError, match="lacks|no training images"):
         stream_from_pool(pool, "toy", "a,c")
+
+
+def _noisy_folder(root, n_per_class=60, size=32, classes=("a", "b", "c", "d", "e", "f")):
+    """Random-pixel PNGs (lossless, so every decode is comparable), a few JPEGs among them."""
+    rng = np.random.default_rng(0)
+    for c in classes:
+        d = root / "train" / c
+        d.mkdir(parents=True)
+        for i in range(n_per_class):
+            im = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+            im.save(d / (f"{i}.jpg" if i % 7 == 0 else f"{i}.png"))
+
+
+def test_a_stream_over_its_ram_budget_keeps_every_task_mapped_and_equal(tmp_path, cache_dir, monkeypatch):
+    """issue 23 item 7: a pool that does not fit stays on disk; its tasks' splits are mapped from the cache and hold
+    exactly what the in-RAM stream holds."""
+    _noisy_folder(tmp_path / "ds", n_per_class=20, size=16)
+    source = f"imagefolder:{tmp_path / 'ds'}"
+    in_ram = build_stream(source, "3x2", seed=3)
+    monkeypatch.setenv("PCL_EDGE_IN_RAM_MB", "0")
+    on_disk = build_stream(source, "3x2", seed=3)
+    for a, b in zip(in_ram.tasks, on_disk.tasks, strict=True):
+        assert a.spec == b.spec
+        for part in ("train", "val", "test"):
+            sa, sb = getattr(a, part), getattr(b, part)
+            assert type(sa.x) is np.ndarray and isinstance(sb.x, np.memmap)
+            assert Path(sb.x.filename).parent.name == "splits" and not sb.x.flags.writeable
+            assert np.array_equal(sa.x, sb.x) and np.array_equal(sa.y, sb.y)
+    again = build_stream(source, "3x2", seed=3)  # the mapped splits are reused, not written twice
+    assert again.tasks[2].test.x.filename == on_disk.tasks[2].test.x.filename
+    assert pickle.loads(pickle.dumps(on_disk.tasks[0])).train.x.tolist() == in_ram.tasks[0].train.x.tolist()
+
+
+def test_decoding_and_cutting_a_folder_never_holds_it_all_in_ram(tmp_path, cache_dir, monkeypatch):
+    """Measured with tracemalloc (numpy reports its buffers to it): decoding 360 images and cutting a 3-task stream
+    from them peaks far below the images' size, so a folder larger than RAM decodes and streams too."""
+    import tracemalloc
+
+    from pcl_edge.data import cache
+
+    _noisy_folder(tmp_path / "ds", n_per_class=60, size=48)
+    total = 6 * 60 * 48 * 48 * 3
+    monkeypatch.setattr(cache, "CHUNK_BYTES", 48 * 48 * 3 * 8)
+    monkeypatch.setenv("PCL_EDGE_IN_RAM_MB", "0")
+    _noisy_folder(tmp_path / "warm", n_per_class=3, size=8)  # every lazy import done before measuring
+    build_stream(f"imagefolder:{tmp_path / 'warm'}", "3x2")
+    tracemalloc.start()
+    try:
+        pool = load_pool(f"imagefolder:{tmp_path / 'ds'}")
+        _, decode_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        stream = build_stream(f"imagefolder:{tmp_path / 'ds'}", "3x2")
+        _, stream_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pool.x_train.shape == (360, 48, 48, 3) and sum(len(t.train) + len(t.val) + len(t.test)
+                                                           for t in stream.tasks) == 360
+    assert decode_peak < total / 4, (decode_peak, total)
+    assert stream_peak < total / 4, (stream_peak, total)
+
+
+def test_an_old_single_file_cache_is_converted_and_a_damaged_entry_rebuilt(tmp_path, cache_dir, caplog):
+    from pcl_edge.data import cache
+
+    _make_folder(tmp_path / "ds")
+    source = f"imagefolder:{tmp_path / 'ds'}"
+    pool = load_pool(source)
+    (entry,) = [p for p in cache_dir.iterdir() if p.is_dir()]
+    x, y = np.array(pool.x_train), pool.y_train
+    cache.shutil.rmtree(entry)
+    np.savez(entry.with_name(entry.name + ".npz"), x_train=x, y_train=y, class_names=np.asarray(pool.class_names))
+    converted = load_pool(source)
+    assert isinstance(converted.x_train, np.memmap) and np.array_equal(converted.x_train, x)
+    assert entry.is_dir() and not entry.with_name(entry.name + ".npz").exists()
+    with open(entry / "x_train.npy", "r+b") as fh:  # cut short: the mapping no longer matches its header
+        fh.truncate(200)
+    rebuilt = load_pool(source)
+    assert np.array_equal(rebuilt.x_train, x) and "ignoring unreadable cache" in caplog.text
+
+
+def test_a_folder_of_mixed_sizes_names_two_of_its_images(tmp_path, cache_dir):
+    for i, (h, w) in enumerate([(8, 8), (8, 8), (12, 10)]):
+        d = tmp_path / "ds" / "train" / "ab"[i % 2]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (w, h), "red").save(d / f"{i}.png")
+    with pytest.raises(DataError, match=r"differ in size \(train/a/0.png: 8x8, train/a/2.png: 12x10\).*--input-size"):
+        load_pool(f"imagefolder:{tmp_path / 'ds'}")
+    assert not [p for p in cache_dir.iterdir()] if cache_dir.exists() else True  # nothing half-built is kept
+    pool = load_pool(f"imagefolder:{tmp_path / 'ds'}", size=(6, 6))
+    assert pool.x_train.shape == (3, 6, 6, 3)

@@ -6,6 +6,8 @@ import hashlib
 
 import numpy as np
 
+from . import cache
+from .cache import in_ram_budget, mapped, take
 from .plan import TaskDef, extend_plan, parse_task_spec  # noqa: F401  (parse_task_spec: re-exported)
 from .pool import Pool
 from .sources import DataError, load_pool
@@ -66,25 +68,28 @@ def stream_from_plan(plan: list[TaskDef], seed: int = 0, *, test_fraction: float
                 raise DataError(f"{td.source} changed since task {tid} was planned (its images or classes differ): "
                                 "the test splits of the tasks already learned would move; learn from the data as it "
                                 "was, and give new images to new tasks as another source")
-            carved[td.source] = (*_carve_test(pool, seed, test_fraction), pool.class_names)
-        x_tr, y_tr, x_te, y_te, _, names = carved[td.source]
+            carved[td.source] = (*_carve_test(pool, seed, test_fraction), pool.class_names, _to_disk(pool))
+        x_tr, y_tr, i_tr, x_te, y_te, i_te, _, names, to_disk = carved[td.source]
         classes = td.classes
         if any(c >= len(names) for c in classes) or tuple(names[c] for c in classes) != td.class_names:
             raise DataError(f"task {tid}: {td.source} no longer has the classes {list(td.class_names)} at "
                             f"{list(classes)} (the data changed since the task was planned)")
-        sel_tr, sel_te = np.isin(y_tr, classes), np.isin(y_te, classes)
+        sel_tr, sel_te = i_tr[np.isin(y_tr[i_tr], classes)], i_te[np.isin(y_te[i_te], classes)]
         remap = np.full(len(names), -1, np.int64)
         remap[list(classes)] = np.arange(len(classes))
-        xt, yt = x_tr[sel_tr], remap[y_tr[sel_tr]]
+        yt = remap[y_tr[sel_tr]]
         if len(np.unique(yt)) < len(classes):
             raise DataError(f"task {tid} classes {list(td.class_names)} have no training images in {td.source}")
         rng_val = rng_sequential if val_scheme == "sequential" else np.random.default_rng(_task_seed(seed, "val", td))
         fit_idx, val_idx = stratified_split(yt, val_fraction, rng_val)
+        x_fit = take(x_tr, sel_tr[fit_idx], to_disk=to_disk)
         out.append(Task(id=tid, classes=tuple(classes), class_names=td.class_names, source=td.source,
-                        train=Split(xt[fit_idx], yt[fit_idx]), val=Split(xt[val_idx], yt[val_idx]),
-                        test=Split(x_te[sel_te], remap[y_te[sel_te]]), spec=_input_spec(xt[fit_idx])))
-    hows = {c[4] for c in carved.values()}
-    how = hows.pop() if len(hows) == 1 else "; ".join(f"{s}: {c[4]}" for s, c in carved.items())
+                        train=Split(x_fit, yt[fit_idx]),
+                        val=Split(take(x_tr, sel_tr[val_idx], to_disk=to_disk), yt[val_idx]),
+                        test=Split(take(x_te, sel_te, to_disk=to_disk), remap[y_te[sel_te]]),
+                        spec=_input_spec(x_fit)))
+    hows = {c[6] for c in carved.values()}
+    how = hows.pop() if len(hows) == 1 else "; ".join(f"{s}: {c[6]}" for s, c in carved.items())
     sources = list(dict.fromkeys(td.source for td in plan))
     summary = {"sources": sources, "fingerprints": seen, "tasks": [td.to_dict() for td in plan],
                "val_fraction": val_fraction, "test_fraction": test_fraction, "val_scheme": val_scheme}
@@ -102,13 +107,22 @@ def pool_digest(pool: Pool) -> str:
 
 
 def _carve_test(pool: Pool, seed: int, test_fraction: float) -> tuple:
-    """(x_train, y_train, x_test, y_test, how) of a source: its own test split, or one carved with (seed, 1)."""
+    """(x_train, y_train, train indices, x_test, y_test, test indices, how) of a source: its own test split, or one
+    carved with (seed, 1). Indices, not copies: a task's images are gathered once, from the pool as it lies."""
     if pool.has_test:
-        return pool.x_train, pool.y_train, pool.x_test, pool.y_test, "the source's own test split"
+        return (pool.x_train, pool.y_train, np.arange(len(pool.y_train)), pool.x_test, pool.y_test,
+                np.arange(len(pool.y_test)), "the source's own test split")
     keep, held = stratified_split(pool.y_train, test_fraction, np.random.default_rng([seed, 1]))
     how = (f"carved from the source's training data: {test_fraction:.0%} of every class, stratified, seed {seed} "
            "(the source has no test split)")
-    return pool.x_train[keep], pool.y_train[keep], pool.x_train[held], pool.y_train[held], how
+    return pool.x_train, pool.y_train, keep, pool.x_train, pool.y_train, held, how
+
+
+def _to_disk(pool: Pool) -> bool:
+    """Whether the tasks of a memory-mapped pool keep their images mapped too: when the pool does not fit the
+    stream's share of RAM (``cache.in_ram_budget``)."""
+    size = pool.x_train.nbytes + (pool.x_test.nbytes if pool.has_test else 0)
+    return mapped(pool) and size > in_ram_budget()
 
 
 def _task_seed(seed: int, purpose: str, td: TaskDef) -> int:
@@ -119,9 +133,17 @@ def _task_seed(seed: int, purpose: str, td: TaskDef) -> int:
 
 
 def _input_spec(x: np.ndarray) -> InputSpec:
-    """Per-task channel mean/std from the task's own training images (no test or validation pixels)."""
-    xf = x.astype(np.float64) / 255.0
-    mean = xf.mean(axis=(0, 1, 2))
-    std = np.maximum(xf.std(axis=(0, 1, 2)), 1e-3)
+    """Per-task channel mean/std from the task's own training images (no test or validation pixels), from exact
+    integer sums read in chunks (a mapped split is never copied whole)."""
+    n = len(x) * x.shape[1] * x.shape[2]
+    s1 = np.zeros(x.shape[3], np.int64)
+    s2 = np.zeros(x.shape[3], np.int64)
+    step = max(1, cache.CHUNK_BYTES // (8 * max(1, x[:1].nbytes)))
+    for i in range(0, len(x), step):
+        c = np.asarray(x[i: i + step], np.int64)
+        s1 += c.sum(axis=(0, 1, 2))
+        s2 += (c * c).sum(axis=(0, 1, 2))
+    mean = s1 / (255.0 * n)
+    std = np.maximum(np.sqrt(np.maximum(s2 / (255.0**2 * n) - mean**2, 0.0)), 1e-3)
     return InputSpec(shape=(x.shape[3], x.shape[1], x.shape[2]), mean=tuple(round(float(m), 6) for m in mean),
                      std=tuple(round(float(s), 6) for s in std))

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..cache import cached, cached_pool, file_signature
+from ..cache import cached, entry_path, file_signature, gather, staging, write_array, write_classes
 from ..pool import Pool
 from . import SOURCES, DataError
 
@@ -43,7 +43,15 @@ def load_imagefolder_pool(path: str | None, size: tuple[int, int] | None = None)
         if pool is not None and tuple(pool.x_train.shape[1:3]) == tuple(size):
             return pool
         signature += f"-{size[0]}x{size[1]}"
-    return cached_pool("imagefolder", signature, lambda: _decode(members(), str(root), size))
+    pool = cached("imagefolder", signature)
+    if pool is None:
+        with staging("imagefolder", signature) as tmp:
+            _decode(members(), str(root), tmp, size)
+        pool = cached("imagefolder", signature)
+        if pool is None:
+            raise DataError(f"the decoded cache of {root} cannot be read back from "
+                            f"{entry_path('imagefolder', signature)}")
+    return pool
 
 
 def _dir_members(root: Path, files: list[Path], folders: list[PurePosixPath]
@@ -68,66 +76,99 @@ def _tar_members(archive: Path) -> Iterator[tuple[PurePosixPath, bytes | None]]:
         raise DataError(f"cannot read archive {archive}: {exc}") from exc
 
 
-def _decode(members: Iterator[tuple[PurePosixPath, bytes | None]], where: str,
-            size: tuple[int, int] | None = None) -> Pool:
+class _Spill:
+    """The decoded images of one split appended to a raw file as they come (one image in RAM at a time), and the
+    class of each."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.fh, self.classes = path, open(path, "wb"), []  # noqa: SIM115 - closed by write()/_decode
+
+    def add(self, arr: np.ndarray, cls: str) -> None:
+        self.fh.write(np.ascontiguousarray(arr, np.uint8).tobytes())
+        self.classes.append(cls)
+
+    def write(self, out: Path, shape: tuple[int, ...], class_names: tuple[str, ...]) -> np.ndarray:
+        """``out`` (.npy) holding the images ordered by class, in arrival order within a class; the labels."""
+        self.fh.close()
+        index = {c: i for i, c in enumerate(class_names)}
+        y = np.asarray([index[c] for c in self.classes], np.int64)
+        order = np.argsort(y, kind="stable")
+        raw = np.memmap(self.path, np.uint8, "r", shape=(len(y), *shape))
+        write_array(out, (len(y), *shape), np.uint8, lambda dst: gather(dst, raw, order))
+        self.path.unlink()
+        return y[order]
+
+
+def _decode(members: Iterator[tuple[PurePosixPath, bytes | None]], where: str, out: Path,
+            size: tuple[int, int] | None = None) -> None:
+    """Decode every image into the cache entry being built in ``out``, streaming: nothing but the image at hand is
+    held in RAM, so a folder larger than memory decodes too."""
     from PIL import Image, UnidentifiedImageError
 
     from ..._progress import progress
     from ..pool import resize_image
 
-    images: dict[str, dict[str, list[np.ndarray]]] = {"train": {}, "test": {}}
+    spills = {split: _Spill(out / f"{split}.raw") for split in ("train", "test")}
     folders: dict[str, set[str]] = {"train": set(), "test": set()}
-    for name, blob in progress(members, desc="decoding images", unit="img"):
-        parts = name.parts
-        # accept an optional leading directory (e.g. cifar10/train/cat/1.jpg)
-        idx = next((i for i, p in enumerate(parts) if p in ("train", "test")), None)
-        if blob is None:  # a folder: train/<class> must hold images
-            if idx is not None and len(parts) - idx == 2:
-                folders[parts[idx]].add(parts[idx + 1])
-            continue
-        if idx is None or len(parts) - idx != 3:
-            continue
-        split, cls = parts[idx], parts[idx + 1]
-        try:
-            with Image.open(io.BytesIO(blob)) as im:
-                arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
-        except UnidentifiedImageError:
-            raise DataError(f"corrupt image {name} in {where}: not a readable image; remove or replace it") from None
-        except (OSError, SyntaxError) as exc:
-            raise DataError(f"corrupt image {name} in {where}: {exc}; remove or replace it") from None
-        if arr.ndim == 2:
-            arr = arr[..., None]
-        images[split].setdefault(cls, []).append(arr if size is None else resize_image(arr, size))
-    for split in ("train", "test"):
-        empty = sorted(folders[split] - set(images[split]))
-        if empty:
-            raise DataError(f"{split}/{empty[0]}/ in {where} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                            "add images or remove the folder")
-    if not images["train"]:
-        raise DataError(f"no images found under train/<class>/ in {where}")
-    class_names = tuple(sorted(images["train"]))
-    x_train, y_train = _stack(images["train"], class_names, where)
-    x_test = y_test = None
-    if images["test"]:
-        unknown = set(images["test"]) - set(class_names)
+    first: tuple[PurePosixPath, tuple[int, ...]] | None = None
+    try:
+        for name, blob in progress(members, desc="decoding images", unit="img"):
+            parts = name.parts
+            # accept an optional leading directory (e.g. cifar10/train/cat/1.jpg)
+            idx = next((i for i, p in enumerate(parts) if p in ("train", "test")), None)
+            if blob is None:  # a folder: train/<class> must hold images
+                if idx is not None and len(parts) - idx == 2:
+                    folders[parts[idx]].add(parts[idx + 1])
+                continue
+            if idx is None or len(parts) - idx != 3:
+                continue
+            split, cls = parts[idx], parts[idx + 1]
+            try:
+                with Image.open(io.BytesIO(blob)) as im:
+                    arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+            except UnidentifiedImageError:
+                raise DataError(f"corrupt image {name} in {where}: not a readable image; remove or replace it") \
+                    from None
+            except (OSError, SyntaxError) as exc:
+                raise DataError(f"corrupt image {name} in {where}: {exc}; remove or replace it") from None
+            if arr.ndim == 2:
+                arr = arr[..., None]
+            if size is not None:
+                arr = resize_image(arr, size)
+            if first is None:
+                first = (name, arr.shape)
+            elif arr.shape != first[1]:
+                _mismatch(where, first, (name, arr.shape))
+            spills[split].add(arr, cls)
+        for split in ("train", "test"):
+            empty = sorted(folders[split] - set(spills[split].classes))
+            if empty:
+                raise DataError(f"{split}/{empty[0]}/ in {where} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                                "add images or remove the folder")
+        if not spills["train"].classes:
+            raise DataError(f"no images found under train/<class>/ in {where}")
+        class_names = tuple(sorted(set(spills["train"].classes)))
+        unknown = set(spills["test"].classes) - set(class_names)
         if unknown:
             raise DataError(f"test/ has classes absent from train/: {sorted(unknown)} in {where}")
-        x_test, y_test = _stack(images["test"], class_names, where)
-    log.info("decoded %d train and %d test images in %d classes from %s",
-             len(y_train), 0 if y_test is None else len(y_test), len(class_names), where)
-    return Pool(x_train=x_train, y_train=y_train, class_names=class_names, x_test=x_test, y_test=y_test)
+        counts = {}
+        for split in ("train", "test"):
+            counts[split] = len(spills[split].classes)
+            if counts[split]:
+                np.save(out / f"y_{split}.npy", spills[split].write(out / f"x_{split}.npy", first[1], class_names))
+        write_classes(out, class_names)
+    finally:
+        for spill in spills.values():
+            spill.fh.close()
+            spill.path.unlink(missing_ok=True)
+    log.info("decoded %d train and %d test images in %d classes from %s", counts["train"], counts["test"],
+             len(class_names), where)
 
 
-def _stack(per_class: dict[str, list[np.ndarray]], class_names: tuple[str, ...], where: str):
-    xs, ys = [], []
-    for label, cls in enumerate(class_names):
-        for arr in per_class.get(cls, []):
-            xs.append(arr)
-            ys.append(label)
-    shapes = {a.shape for a in xs}
-    if len({s[:2] for s in shapes}) > 1:
-        raise DataError(f"images in {where} differ in size {sorted(shapes)[:4]}: pass --input-size HxW (or "
-                        "input_size in the config) to resize them to one")
-    if len(shapes) != 1:
-        raise DataError(f"images in {where} mix grayscale and color {sorted(shapes)[:4]}; convert them to one mode")
-    return np.stack(xs).astype(np.uint8), np.asarray(ys, np.int64)
+def _mismatch(where: str, a: tuple[PurePosixPath, tuple[int, ...]], b: tuple[PurePosixPath, tuple[int, ...]]):
+    (na, sa), (nb, sb) = a, b
+    if sa[:2] != sb[:2]:
+        raise DataError(f"images in {where} differ in size ({na}: {sa[0]}x{sa[1]}, {nb}: {sb[0]}x{sb[1]}): pass "
+                        "--input-size HxW (or input_size in the config) to resize them to one")
+    raise DataError(f"images in {where} mix grayscale and color ({na}: {sa[2]} channel(s), {nb}: {sb[2]}); convert "
+                    "them to one mode")
