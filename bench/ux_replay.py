@@ -306,8 +306,9 @@ def ecosystem_side(r: Replay) -> None:
                 is not None, (res.stdout + res.stderr).strip()[-300:])
         res = run("versions")
         out = res.stdout.strip().splitlines()
-        r.check(233, "README: a versioned URL answers 200; an unread parameter is a 400 naming it",
-                len(out) >= 2 and out[0] == "200" and "sequence_id" in out[-1], res.stdout[-300:])
+        r.check(233, "README: a versioned URL answers ready; an unread parameter (sequence_id) is a 400 naming it",
+                len(out) >= 2 and out[0] == "True" and out[-1].startswith("400 ") and "sequence_id" in out[-1],
+                (res.stdout + res.stderr)[-300:])
         res = run("metrics")
         counts = re.findall(r"^task_01 1 (\d+\.\d+)$", res.stdout, re.M)
         r.check(232, "README: prometheus_client's parser reads nv_inference_request_success{model,version}",

@@ -277,3 +277,22 @@ def test_a_folder_of_mixed_sizes_names_two_of_its_images(tmp_path, cache_dir):
     assert not [p for p in cache_dir.iterdir()] if cache_dir.exists() else True  # nothing half-built is kept
     pool = load_pool(f"imagefolder:{tmp_path / 'ds'}", size=(6, 6))
     assert pool.x_train.shape == (3, 6, 6, 3)
+
+
+def test_grayscale_images_among_color_ones_become_rgb_and_an_all_gray_folder_stays_gray(tmp_path, cache_dir):
+    """As torchvision's loader (``convert("RGB")``) does for a mixed folder; a folder of grayscale images only keeps
+    its one channel. Modes with alpha or a palette are converted to RGB as they are decoded."""
+    for i, mode in enumerate(["L", "RGB", "P", "L", "RGBA", "LA"]):
+        d = tmp_path / "mixed" / "train" / "ab"[i % 2]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.new(mode, (4, 4), 90 if mode in ("L", "LA", "P") else (90, 90, 90, 255)[: len(mode)]).save(
+            d / f"{i}.png")
+    pool = load_pool(f"imagefolder:{tmp_path / 'mixed'}")
+    assert pool.x_train.shape == (6, 4, 4, 3)
+    first_gray = np.asarray(Image.open(tmp_path / "mixed" / "train" / "a" / "0.png").convert("RGB"))
+    assert np.array_equal(pool.x_train[0], first_gray)  # train/a/0.png: replicated exactly as PIL converts it
+    for i in range(3):
+        d = tmp_path / "gray" / "train" / "ab"[i % 2]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4), 40 * i).save(d / f"{i}.png")
+    assert load_pool(f"imagefolder:{tmp_path / 'gray'}").x_train.shape == (3, 4, 4, 1)

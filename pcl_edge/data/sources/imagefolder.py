@@ -77,24 +77,42 @@ def _tar_members(archive: Path) -> Iterator[tuple[PurePosixPath, bytes | None]]:
 
 
 class _Spill:
-    """The decoded images of one split appended to a raw file as they come (one image in RAM at a time), and the
-    class of each."""
+    """The decoded images of one split appended to a raw file as they come (one image in RAM at a time), with the
+    class and the channel count of each."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.fh, self.classes = path, open(path, "wb"), []  # noqa: SIM115 - closed by write()/_decode
+        self.path, self.fh = path, open(path, "wb")  # noqa: SIM115 - closed by write()/_decode
+        self.classes: list[str] = []
+        self.channels: list[int] = []
 
     def add(self, arr: np.ndarray, cls: str) -> None:
         self.fh.write(np.ascontiguousarray(arr, np.uint8).tobytes())
         self.classes.append(cls)
+        self.channels.append(arr.shape[2])
 
-    def write(self, out: Path, shape: tuple[int, ...], class_names: tuple[str, ...]) -> np.ndarray:
-        """``out`` (.npy) holding the images ordered by class, in arrival order within a class; the labels."""
+    def write(self, out: Path, shape: tuple[int, int, int], class_names: tuple[str, ...]) -> np.ndarray:
+        """``out`` (.npy) holding the images ordered by class, in arrival order within a class, each with
+        ``shape``'s channels (a grayscale image among color ones is replicated to RGB, as PIL's ``convert("RGB")``
+        and torchvision's loader do); the labels."""
         self.fh.close()
         index = {c: i for i, c in enumerate(class_names)}
         y = np.asarray([index[c] for c in self.classes], np.int64)
         order = np.argsort(y, kind="stable")
-        raw = np.memmap(self.path, np.uint8, "r", shape=(len(y), *shape))
-        write_array(out, (len(y), *shape), np.uint8, lambda dst: gather(dst, raw, order))
+        h, w, c = shape
+        channels = np.asarray(self.channels, np.int64)
+        if (channels == c).all():
+            raw = np.memmap(self.path, np.uint8, "r", shape=(len(y), h, w, c))
+            write_array(out, (len(y), h, w, c), np.uint8, lambda dst: gather(dst, raw, order))
+        else:
+            raw = np.memmap(self.path, np.uint8, "r")
+            offsets = np.concatenate([[0], np.cumsum(channels * h * w)])
+
+            def fill(dst: np.ndarray) -> None:
+                for j, i in enumerate(order):
+                    img = raw[offsets[i]: offsets[i + 1]].reshape(h, w, channels[i])
+                    dst[j] = img if channels[i] == c else np.repeat(img, c, axis=2)
+
+            write_array(out, (len(y), h, w, c), np.uint8, fill)
         self.path.unlink()
         return y[order]
 
@@ -137,7 +155,7 @@ def _decode(members: Iterator[tuple[PurePosixPath, bytes | None]], where: str, o
                 arr = resize_image(arr, size)
             if first is None:
                 first = (name, arr.shape)
-            elif arr.shape != first[1]:
+            elif arr.shape[:2] != first[1][:2]:
                 _mismatch(where, first, (name, arr.shape))
             spills[split].add(arr, cls)
         for split in ("train", "test"):
@@ -151,11 +169,14 @@ def _decode(members: Iterator[tuple[PurePosixPath, bytes | None]], where: str, o
         unknown = set(spills["test"].classes) - set(class_names)
         if unknown:
             raise DataError(f"test/ has classes absent from train/: {sorted(unknown)} in {where}")
-        counts = {}
+        counts = {split: len(spills[split].classes) for split in spills}
+        gray = sum(ch == 1 for spill in spills.values() for ch in spill.channels)
+        shape = (*first[1][:2], 1 if gray == sum(counts.values()) else 3)
+        if shape[2] == 3 and gray:
+            log.info("%d grayscale images among color ones in %s: replicated to RGB", gray, where)
         for split in ("train", "test"):
-            counts[split] = len(spills[split].classes)
             if counts[split]:
-                np.save(out / f"y_{split}.npy", spills[split].write(out / f"x_{split}.npy", first[1], class_names))
+                np.save(out / f"y_{split}.npy", spills[split].write(out / f"x_{split}.npy", shape, class_names))
         write_classes(out, class_names)
     finally:
         for spill in spills.values():
@@ -167,8 +188,5 @@ def _decode(members: Iterator[tuple[PurePosixPath, bytes | None]], where: str, o
 
 def _mismatch(where: str, a: tuple[PurePosixPath, tuple[int, ...]], b: tuple[PurePosixPath, tuple[int, ...]]):
     (na, sa), (nb, sb) = a, b
-    if sa[:2] != sb[:2]:
-        raise DataError(f"images in {where} differ in size ({na}: {sa[0]}x{sa[1]}, {nb}: {sb[0]}x{sb[1]}): pass "
-                        "--input-size HxW (or input_size in the config) to resize them to one")
-    raise DataError(f"images in {where} mix grayscale and color ({na}: {sa[2]} channel(s), {nb}: {sb[2]}); convert "
-                    "them to one mode")
+    raise DataError(f"images in {where} differ in size ({na}: {sa[0]}x{sa[1]}, {nb}: {sb[0]}x{sb[1]}): pass "
+                    "--input-size HxW (or input_size in the config) to resize them to one")
