@@ -26,7 +26,7 @@ import numpy as np
 from .pool import Pool
 
 log = logging.getLogger(__name__)
-CHUNK_BYTES = 32 << 20  # copied per step when an array is written through a mapping
+CHUNK_BYTES = 8 << 20  # copied per step when an array is written through a mapping
 
 
 def cache_dir() -> Path:
