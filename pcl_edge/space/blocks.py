@@ -1,5 +1,9 @@
 """The block registry: only ops that ONNX opset 17 and TensorRT run natively (Conv, BatchNorm (folded on export),
-Relu, Add, GlobalAveragePool, Gemm). Submodule names are stable so that weight inheritance can match them."""
+Relu, Add, GlobalAveragePool, Gemm). Submodule names are stable so that weight inheritance can match them.
+
+A block with an identity shortcut has ``start_as_identity()``: its residual branch's last BatchNorm gets scale and
+shift zero (the zero-init residual of Goyal et al. 2017), so a layer inserted into a trained network starts as the
+identity (Net2Net's deeper net) and the network keeps its function."""
 
 from __future__ import annotations
 
@@ -33,6 +37,12 @@ class ConvBN(nn.Sequential):
             self.act = nn.ReLU(inplace=True)
 
 
+def _silence(unit: ConvBN) -> None:
+    """BatchNorm scale and shift zero: the unit outputs zero (before its ReLU, if any), in training and eval mode."""
+    nn.init.zeros_(unit.bn.weight)
+    nn.init.zeros_(unit.bn.bias)
+
+
 class _Shortcut(nn.Module):
     """Identity when shapes match, else a strided 1x1 projection."""
 
@@ -58,6 +68,14 @@ class ResidualBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
+    def start_as_identity(self) -> bool:
+        """Residual branch silenced: the block computes relu(x), which is x on the non-negative output of a block
+        ending in a ReLU (every res or dws block, the stem). False where there is no identity shortcut."""
+        if self.shortcut.proj is not None:
+            return False
+        _silence(self.conv2)
+        return True
+
 
 @register_block("dws")
 class DepthwiseSeparableBlock(nn.Module):
@@ -73,6 +91,13 @@ class DepthwiseSeparableBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.pw(self.dw(x))
         return self.act(y + x if self.residual else y)
+
+    def start_as_identity(self) -> bool:
+        """As ``ResidualBlock.start_as_identity``: relu(x), x after a block ending in a ReLU."""
+        if not self.residual:
+            return False
+        _silence(self.pw)
+        return True
 
 
 @register_block("mbconv")
@@ -91,3 +116,10 @@ class InvertedResidualBlock(nn.Module):
         y = x if self.expand is None else self.expand(x)
         y = self.project(self.dw(y))
         return y + x if self.residual else y
+
+    def start_as_identity(self) -> bool:
+        """Linear projection silenced: the block computes exactly x."""
+        if not self.residual:
+            return False
+        _silence(self.project)
+        return True

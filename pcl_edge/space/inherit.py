@@ -1,10 +1,14 @@
 """Weight inheritance: a child copies every compatible tensor from its parent.
 
-Layers are aligned stage by stage (layer j of stage s <- layer j of the parent's stage s), then tensors by
-name. Where shapes differ the overlap is copied: channels sliced, kernels centre-cropped or centre-padded.
+Layers are aligned first (``layer_map``): a child one layer deeper or shallower than its parent with the same
+layers otherwise (``depth_up`` inserts a copy of a layer, ``depth_down`` drops one) is aligned layer for layer
+around the edit, and the inserted layer starts as the identity (``start_as_identity`` of its block); any other
+child is aligned stage by stage (layer j of stage s <- layer j of the parent's stage s). Then tensors are copied
+by name. Where shapes differ the overlap is copied: channels sliced, kernels centre-cropped or centre-padded.
 Padding follows Net2Net's idea of a function-preserving start: *new input* slices and the border of a grown
 kernel are zero, new output channels keep their fresh initialisation. Hence these mutations promise to keep
-the parent's function exactly (eval mode): identical genome, kernel 3 -> 5, width up, mbconv expansion up.
+the parent's function exactly (eval mode): identical genome, depth up, kernel 3 -> 5, width up, mbconv expansion
+up (tests/test_inherit.py checks each, and random chains of them).
 """
 
 from __future__ import annotations
@@ -12,10 +16,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ._layers import expand
 from .genome import Genome
 
 
+def layer_map(child: Genome, parent: Genome) -> tuple[dict[int, int], int | None]:
+    """(child layer -> parent layer, the child's inserted layer or None). One inserted or dropped layer, the rest
+    equal layer for layer: aligned around it; otherwise stage by stage."""
+    cl, pl = expand(child), expand(parent)
+    if len(cl) == len(pl) + 1:
+        k = next((k for k in range(len(cl) - 1, -1, -1) if cl[:k] + cl[k + 1:] == pl), None)
+        if k is not None:
+            return {j: j - (j > k) for j in range(len(cl)) if j != k}, k
+    if len(cl) + 1 == len(pl):
+        k = next((k for k in range(len(pl)) if pl[:k] + pl[k + 1:] == cl), None)
+        if k is not None:
+            return {j: j + (j >= k) for j in range(len(cl))}, None
+    return layer_alignment(child, parent), None
+
+
 def layer_alignment(child: Genome, parent: Genome) -> dict[int, int]:
+    """Stage by stage: layer j of the child's stage s <- layer j of the parent's stage s."""
+
     def stages(g: Genome) -> list[list[int]]:
         groups: list[list[int]] = [[] for _ in g.stages]
         for i in range(g.depth):
@@ -66,7 +88,7 @@ def inherit_weights(child: nn.Module, child_genome: Genome, parent_state: dict[s
                     include_head: bool = True) -> float:
     """Copy compatible tensors of ``parent_state`` into ``child`` in place; returns the fraction of the child's
     parameters (by element count) that came from the parent."""
-    mapping = layer_alignment(child_genome, parent_genome)
+    mapping, inserted = layer_map(child_genome, parent_genome)
     param_names = {n for n, _ in child.named_parameters()}
     copied = total = 0
     for key, tensor in child.state_dict(keep_vars=True).items():
@@ -79,4 +101,7 @@ def inherit_weights(child: nn.Module, child_genome: Genome, parent_state: dict[s
             continue
         n = _copy_overlap(tensor.data, parent_state[pkey].to(tensor.dtype))
         copied += n if is_param else 0
+    if inserted is not None:
+        block = child.layers[inserted]
+        getattr(block, "start_as_identity", lambda: False)()
     return copied / total if total else 0.0

@@ -26,7 +26,8 @@ def _pick(rng: np.random.Generator, options) -> int | None:
 
 @MUTATIONS.register("depth_up")
 def depth_up(g: Genome, space: SearchSpace, rng: np.random.Generator) -> Genome | None:
-    """Insert a copy of a layer right after it (same block, no stride, no doubling)."""
+    """Insert a copy of a layer right after it (same block, no stride, no doubling). Inheritance aligns the other
+    layers around it and starts it as the identity, so the child computes its parent's function."""
     if g.depth >= space.max_depth:
         return None
     layers = expand(g)
