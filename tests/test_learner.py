@@ -101,6 +101,33 @@ def test_fitness_only_ever_sees_validation_data(tmp_path, monkeypatch):
     assert seen and all(id(d) in vals for d in seen) and not any(id(d) in others for d in seen)
 
 
+def test_test_tensors_never_reach_search_work(tmp_path, monkeypatch):
+    """issue 21 item 6: what is shipped to an executor has no test split at all (by construction, not discipline)."""
+    from pcl_edge.evolve.executors import local
+    from pcl_edge.evolve.trainer import SearchTask
+
+    shipped, real = [], local.LocalExecutor.map
+
+    def spy(self, fn, items, desc="", shared=None):
+        shipped.append(dict(shared or {}))
+        return real(self, fn, items, desc=desc, shared=shared)
+
+    monkeypatch.setattr(local.LocalExecutor, "map", spy)
+    tests = []
+    evolve(tiny(tasks="2x2"), out=tmp_path / "r", progress=False,
+           on_task_end=lambda t, lr: tests.extend(task.test.x for task in lr.tasks))
+    assert shipped and all(type(s["task"]) is SearchTask and not hasattr(s["task"], "test") for s in shipped)
+    assert not any(x is s["task"].train.x or x is s["task"].val.x for s in shipped for x in tests)
+    from pcl_edge.data import build_stream
+    from pcl_edge.evolve.candidate import Candidate, train_candidate
+    from pcl_edge.evolve.trainer import TensorTask
+    from pcl_edge.space import Genome
+
+    full = TensorTask.from_task(build_stream("digits", "1x2").tasks[0])
+    with pytest.raises(TypeError, match="SearchTask"):
+        train_candidate(Candidate("u", Genome.parse("d2_w8_p-_x-_s0:res-k3"), "init", 0), full, tiny().proxy)
+
+
 class _Crash(Exception):
     pass
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from ..space import Genome, inherit_weights
 from .individual import Individual
 from .trainer import (
-    TensorTask,
+    SearchTask,
     TrainConfig,
     build_seeded,
     default_device,
@@ -46,12 +46,14 @@ class Candidate:
     extra: dict | None = None  # carried over from earlier rungs (e.g. the performance predictor's score)
 
 
-def train_candidate(cand: Candidate, task: TensorTask, cfg: TrainConfig) -> Individual:
+def train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Individual:
+    if not isinstance(task, SearchTask):  # a TensorTask carries the test split: never into search work
+        raise TypeError(f"search work takes a SearchTask (train and validation only), not {type(task).__name__}")
     with torch_threads(cfg.threads):
         return _train_candidate(cand, task, cfg)
 
 
-def _train_candidate(cand: Candidate, task: TensorTask, cfg: TrainConfig) -> Individual:
+def _train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Individual:
     start = time.perf_counter()
     seed = derive_seed(cand.run_seed, cand.uid) if cand.rung == 0 else derive_seed(cand.run_seed, cand.uid, cand.rung)
     net = build_seeded(cand.genome, task.in_channels, task.num_classes, seed)
@@ -75,7 +77,7 @@ def _train_candidate(cand: Candidate, task: TensorTask, cfg: TrainConfig) -> Ind
                       inherited=inherited, train_s=cand.train_s + time.perf_counter() - start, extra=extra)
 
 
-def failed_candidate(cand: Candidate, exc: BaseException, task: TensorTask, **_: object) -> Individual:
+def failed_candidate(cand: Candidate, exc: BaseException, task: SearchTask, **_: object) -> Individual:
     """What a candidate that could not be trained (its worker kept dying) scores: nothing, visibly. It keeps its
     parent's weights so that a later child of it still inherits something."""
     from ..space.cost import genome_params

@@ -114,7 +114,7 @@ class PCLLearner(ExpertLearner):
         return np.array([max(0.0, ind.extra["latency_ms"] - self.limit_ms) for ind in pop])
 
     def _train(self, cands: list[Candidate], t: int, desc: str, cfg=None) -> list[Individual]:
-        out = self.executor.map(train_candidate, cands, desc=desc, shared={"task": self.tasks[t],
+        out = self.executor.map(train_candidate, cands, desc=desc, shared={"task": self.tasks[t].search_view(),
                                                                           "cfg": cfg or self.cfg.proxy})
         if self.profile is not None:
             for ind in out:

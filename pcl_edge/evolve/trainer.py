@@ -80,8 +80,21 @@ class TensorSplit:
 
 
 @dataclass(frozen=True)
+class SearchTask:
+    """What search work sees of a task: its training and validation tensors. The type has no test split, so what
+    is shipped to a worker (``TensorTask.search_view``) cannot carry test data into fitness."""
+
+    id: int
+    num_classes: int
+    in_channels: int
+    train: TensorSplit
+    val: TensorSplit
+
+
+@dataclass(frozen=True)
 class TensorTask:
-    """A task's splits decoded to tensors once, shared by every candidate trained on it."""
+    """A task's splits decoded to tensors once, shared by every candidate trained on it (through ``search_view``);
+    the test split stays with the learner, for the accuracy matrix of frozen experts."""
 
     id: int
     num_classes: int
@@ -94,6 +107,9 @@ class TensorTask:
     def from_task(cls, task: Task) -> TensorTask:
         return cls(task.id, task.num_classes, task.spec.shape[0], TensorSplit.from_split(task.train, task),
                    TensorSplit.from_split(task.val, task), TensorSplit.from_split(task.test, task))
+
+    def search_view(self) -> SearchTask:
+        return SearchTask(self.id, self.num_classes, self.in_channels, self.train, self.val)
 
 
 def _augment(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
