@@ -56,6 +56,9 @@ def _evolve_parser(sub) -> None:
                                            "(default 2)")
     p.add_argument("--screen", type=int, help="mutants drawn per child trained; the performance predictor keeps "
                                               "the predicted best (default: the preset's; 1 = no screening)")
+    p.add_argument("--selection", choices=["constrained", "pareto"],
+                   help="constrained (default): accuracy is the objective, the latency budget and --max-params are "
+                        "constraints; pareto: NSGA-II over accuracy, parameters (and latency with --target)")
     p.add_argument("--perf-predictor", help="performance predictor that screens children: pairwise (default) | ridge")
     p.add_argument("--threads", type=int, help="torch threads of every training (default: 1 per proxy training, "
                                                "every usable core for an expert's)")
@@ -99,7 +102,7 @@ def _config_from_args(args):
         base = preset_config(args.preset or "cpu", args.data or "digits")
     fields = {f: getattr(args, f) for f in ("tasks", "strategy", "population", "generations", "children", "seed",
                                             "genome", "max_params", "threads", "target", "eta", "screen",
-                                            "perf_predictor", "input_size")}
+                                            "perf_predictor", "input_size", "selection")}
     fields |= {"latency_budget_ms": args.latency_budget, "latency_margin": args.latency_margin,
                "rungs": _int_list(args.rungs, "--rungs")}
     cfg = dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
@@ -211,6 +214,11 @@ def format_summary(s: dict) -> str:
     rows.append(f"strategy {s['strategy']}  ACC {s['acc']:.4f}  BWT {fmt(s['bwt'])}  FWT {fmt(s['fwt'])}  "
                 f"forgetting {fmt(s['forgetting'])}  wall {s['wall_s']:.1f}s")
     rows.append(f"test split: {s['test_split']}")
+    if s.get("selection"):
+        sel = s["selection"]
+        rows.append(f"selection: {sel['mode']} (" + ("accuracy; constraints " + ", ".join(sel["constraints"])
+                                                     if sel["mode"] == "constrained" else
+                                                     "Pareto front of " + ", ".join(sel["objectives"])) + ")")
     if lat:
         tg = s["target"]
         rows.append(f"target: {tg['name']} ({tg['source']}), budget {tg['latency_budget_ms']} ms, "

@@ -173,6 +173,16 @@ def candidates_plot(task: dict, rows: list[dict], path: Path, budget_ms: float |
     return _save(fig, path)
 
 
+def _selection_line(summary: dict) -> str:
+    """Which selection ran (runs made before selection modes: the Pareto front of accuracy and parameters)."""
+    sel = summary.get("selection")
+    if not sel:
+        return ""
+    how = ("accuracy as the objective; " + ", ".join(sel["constraints"]) + " as constraints"
+           if sel["mode"] == "constrained" else "the Pareto front of " + ", ".join(sel["objectives"]))
+    return f"\n<p>Selection: <b>{html.escape(sel['mode'])}</b> ({html.escape(how)})</p>"
+
+
 def _caveat(summary: dict, prof, record: dict) -> str | None:
     """Why predicted and measured latencies on one figure may not be comparable, or None."""
     source = prof.source if prof is not None else summary.get("target", {}).get("source")
@@ -417,7 +427,7 @@ img{{max-width:520px;border:1px solid #eee}}figcaption{{font-size:.85rem;color:#
 </head><body><h1>pcl-edge run <code>{html.escape(run.name)}</code></h1>
 <p><b>{html.escape(summary['strategy'])}</b> on <code>{html.escape(summary['data'])}</code>, seed {summary['seed']},
 preset {html.escape(str(summary['preset']))}, {summary['wall_s']:.0f} s. {metrics}</p>
-<p>Test split: {html.escape(summary['test_split'])}</p>
+<p>Test split: {html.escape(summary['test_split'])}</p>{_selection_line(summary)}
 <h2>Experts</h2><table>{head}{rows}</table><p>{html.escape(" ".join(notes))}</p>
 {predictor_table(run)}
 <h2>Figures</h2>{figures}</body></html>"""

@@ -217,3 +217,64 @@ def _state(pid: str) -> str:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+# -- issue 21: selection for the expert, the baseline in the first population ----------------------------------------
+def test_constrained_selection_is_the_default_and_the_run_says_which_ran(reference, tmp_path):
+    out, summary = reference
+    assert summary["selection"]["mode"] == "constrained" and summary["selection"]["objectives"] == ["val_acc"]
+    pareto = evolve(searched(selection="pareto", generations=1), out=tmp_path / "p", progress=False)
+    assert pareto["selection"] == {"mode": "pareto", "objectives": ["val_acc", "params"],
+                                   "constraints": ["params <= 300,000"]}
+    from pcl_edge.report import build_report
+
+    assert "Selection: <b>constrained</b>" in build_report(out, tmp_path / "report").read_text()
+
+
+def test_constrained_selection_ranks_by_accuracy_where_pareto_keeps_the_small():
+    from pcl_edge.evolve.individual import Individual
+    from pcl_edge.evolve.objectives import objective_matrix
+    from pcl_edge.evolve.selection import rank_and_crowding
+
+    g = Genome.parse("d2_w8_p-_x-_s0:res-k3")
+    pop = [Individual(uid=f"i{k}", genome=g, state={}, val_acc=acc, params=params)
+           for k, (acc, params) in enumerate([(0.90, 50_000), (0.80, 500), (0.85, 20_000), (0.85, 60_000)])]
+    by_acc, _ = rank_and_crowding(objective_matrix(pop, ("val_acc",)))
+    front, _ = rank_and_crowding(objective_matrix(pop, ("val_acc", "params")))
+    assert list(by_acc) == [0, 2, 1, 1]  # ties in accuracy share a rank; the small, weak one comes last
+    assert front[1] == 0 and front[3] > 0  # on the front the small one is as good as the best
+
+
+def test_a_run_made_before_selection_modes_resumes_as_it_ran(tmp_path):
+    from pcl_edge.evolve import RunDir
+
+    cfg = searched(generations=0)
+    evolve(cfg, out=tmp_path / "r", progress=False)
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert stored["selection"] == "constrained"
+    del stored["selection"]
+    (tmp_path / "r" / "config.json").write_text(json.dumps(stored))
+    assert RunDir.open(tmp_path / "r")[1].selection == "pareto"
+
+
+def test_the_first_population_holds_the_hand_picked_net_or_its_largest_fitting_variant(tmp_path):
+    from pcl_edge.space import SearchSpace
+    from pcl_edge.space.scaling import largest_fitting, scaled_variants
+
+    space = SearchSpace(in_channels=3, input_size=32, num_classes=2, max_depth=8)
+    base = Genome.parse(preset_config("cpu", "cifar10:x").genome)
+    variants = scaled_variants(base, space)
+    assert variants[0] == base and len(set(variants)) == len(variants) and all(space.is_valid(v) for v in variants)
+    assert {v.width for v in variants} == {w for w in space.widths if w <= base.width}
+    assert min(v.depth for v in variants) == space.min_depth
+    cap = space.params(base) // 3
+    best = largest_fitting(base, space, lambda g: space.params(g) <= cap)
+    assert space.params(best) <= cap and not any(cap >= space.params(v) > space.params(best) for v in variants)
+    assert largest_fitting(base, space, lambda g: False) is None
+
+    evolve(searched(generations=0, tasks="1x2"), out=tmp_path / "r", progress=False)
+    (pop,) = events(tmp_path / "r", "population")
+    seeds = [m for m in pop["members"] if m["op"] == "baseline"]
+    assert len(seeds) == 1 and Genome.parse(seeds[0]["genome"]).depth <= 4  # tiny: max_depth 4, a scaled variant
+    evolve(searched(generations=0, tasks="1x2", seed_baseline=False), out=tmp_path / "off", progress=False)
+    assert not [m for m in events(tmp_path / "off", "population")[0]["members"] if m["op"] == "baseline"]

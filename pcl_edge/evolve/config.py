@@ -17,6 +17,9 @@ class ConfigError(ValueError):
     """A configuration that cannot run."""
 
 
+SELECTIONS = ("constrained", "pareto")
+
+
 @dataclass(frozen=True)
 class EvolveConfig:
     data: str = "digits"
@@ -27,13 +30,20 @@ class EvolveConfig:
     generations: int = 4
     children: int = 0  # lambda; 0 means "as many as the population"
     seed: int = 0
-    objectives: tuple[str, ...] = ("val_acc", "params")  # NSGA-II objectives, names from evolve.objectives
+    # how the search selects: "constrained" (default): validation accuracy is the one objective, the latency budget
+    # (and max_params) are feasibility constraints, ties broken by accuracy then fewer parameters; "pareto": NSGA-II
+    # over ``objectives`` (+ latency with a target), for users who want the front
+    selection: str = "constrained"
+    objectives: tuple[str, ...] = ("val_acc", "params")  # the objectives of selection "pareto" (evolve.objectives)
     crossover_prob: float = 0.2
     tournament_size: int = 2
     init_max_depth: int = 4  # initial populations start shallow (ArchCraft) and grow by mutation
     max_depth: int = 10
     max_params: int = 300_000
-    genome: str = DEFAULT_BASELINE_GENOME  # for fixed / finetune / joint
+    genome: str = DEFAULT_BASELINE_GENOME  # for fixed / finetune / joint, and the seed of pcl's first population
+    # pcl: a fresh population contains ``genome`` (or its largest width/depth variant within the latency budget),
+    # so the search never starts worse than the hand-picked net
+    seed_baseline: bool = True
     target: str | None = None  # hardware profile (YAML): adds predicted latency as an objective
     latency_budget_ms: float | None = None  # experts must meet budget * (1 - latency_margin) by prediction
     latency_margin: float = 0.1
@@ -116,6 +126,8 @@ class EvolveConfig:
                 out.append(f"unknown objective {name!r}; choose from {OBJECTIVES.names()}")
         if "val_acc" not in self.objectives:
             out.append("objectives must include val_acc (the expert is chosen by it)")
+        if self.selection not in SELECTIONS:
+            out.append(f"unknown selection {self.selection!r}; choose from {list(SELECTIONS)}")
         if self.latency_budget_ms is not None:
             if self.target is None:
                 out.append("--latency-budget needs --target PROFILE (the hardware the budget is for)")

@@ -98,9 +98,16 @@ class PCLLearner(ExpertLearner):
         return self._latency_predictors[t]
 
     @property
-    def objectives(self) -> tuple[str, ...]:
+    def front_objectives(self) -> tuple[str, ...]:
+        """The Pareto front's axes (the pareto/ files): the configured objectives, + latency with a target."""
         extra = ("latency",) if self.profile is not None and "latency" not in self.cfg.objectives else ()
         return tuple(self.cfg.objectives) + extra
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """What selection ranks by: accuracy alone (``selection="constrained"``: the budget is a constraint, see
+        ``violation``), or the front's objectives (``"pareto"``)."""
+        return ("val_acc",) if self.cfg.selection == "constrained" else self.front_objectives
 
     @property
     def limit_ms(self) -> float | None:
@@ -139,9 +146,29 @@ class PCLLearner(ExpertLearner):
                 break
         while len(genomes) < self.cfg.population:
             genomes.append(genomes[len(genomes) % max(1, len(genomes))])
-        cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=g, op="init", run_seed=self.cfg.seed)
-                 for k, g in enumerate(genomes)]
+        ops = ["init"] * len(genomes)
+        baseline = self._baseline_seed(t, space)
+        if baseline is not None:  # the hand-picked net takes the last slot: the search starts no worse than it
+            genomes = [g for g in genomes if g != baseline][: self.cfg.population - 1] + [baseline]
+            ops = ["init"] * (len(genomes) - 1) + ["baseline"]
+        cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=g, op=op, run_seed=self.cfg.seed)
+                 for k, (g, op) in enumerate(zip(genomes, ops))]
         return self._train(cands, t, f"task {t + 1} init")
+
+    def _baseline_seed(self, t: int, space: SearchSpace):
+        """The hand-picked net (``cfg.genome``), or its largest width/depth-scaled variant that meets the latency
+        limit by prediction; None when ``seed_baseline`` is off or no variant fits."""
+        from ..space import Genome
+        from ..space.scaling import largest_fitting
+
+        if not self.cfg.seed_baseline:
+            return None
+        fits = (lambda g: True) if self.limit_ms is None else (lambda g: self.latency_ms(t, g) <= self.limit_ms)
+        found = largest_fitting(Genome.parse(self.cfg.genome), space, fits)
+        if found is None:
+            log.info("task %d: no width/depth variant of %s fits the search space and the latency limit: the first "
+                     "population is all sampled", t + 1, self.cfg.genome)
+        return found
 
     def _inherited_population(self, t: int, previous: list[Individual]) -> list[Individual]:
         """The previous task's population with its weights and a new head, briefly trained on task t."""
@@ -310,10 +337,13 @@ class PCLLearner(ExpertLearner):
         from .pareto import write_pareto
 
         write_pareto(self.run.path / "pareto", self.stream.tasks[t].id, self.state["own"].get("seen", {}).get(t, []),
-                     self.objectives, self.limit_ms)
+                     self.front_objectives, self.limit_ms)
 
     def summary(self) -> dict:
         out = super().summary()
+        constraints = ([f"predicted latency <= {self.limit_ms:.4g} ms on {self.profile.name}"] if self.limit_ms else [])
+        out["selection"] = {"mode": self.cfg.selection, "objectives": list(self.objectives),
+                            "constraints": [*constraints, f"params <= {self.cfg.max_params:,}"]}
         if self.profile is not None:
             out["target"] = {"name": self.profile.name, "source": self.profile.source, "path": str(self.cfg.target),
                              "latency_budget_ms": self.cfg.latency_budget_ms, "margin": self.cfg.latency_margin}
