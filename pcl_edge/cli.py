@@ -353,6 +353,9 @@ def _profile_parser(sub) -> None:
                    "ratio (exit 1 when it is beyond --tolerance)")
     p.add_argument("--rescale", metavar="OUT", help="with --check: write a new profile version at OUT with the "
                    "drift folded into its scale (provenance records it)")
+    p.add_argument("--max-spread", type=float, default=0.20,
+                   help="with --rescale: refuse to rescale when the drift's p10-p90 spread, relative to its median, "
+                        "exceeds this (one factor cannot correct a drift that differs by network; default 0.20)")
     p.add_argument("--tolerance", type=float, default=0.10, help="with --check: drift beyond which the profile is "
                    "stale (default 0.10 = 10 %%)")
     p.add_argument("--name", help="profile name (default: the file name)")
@@ -378,33 +381,20 @@ def _profile_parser(sub) -> None:
                         "default unknown)")
 
 
-def _backend_of(profile) -> str:
-    """The backend that measured a profile, from its recorded tool (``onnxruntime 1.x CPUExecutionProvider``)."""
-    tool = profile.measurement.get("tool", "")
-    if tool.startswith("onnxruntime"):
-        return {"CPUExecutionProvider": "ort-cpu", "CUDAExecutionProvider": "ort-cuda",
-                "TensorrtExecutionProvider": "ort-trt"}.get(tool.split()[-1], "ort-cpu")
-    return "tensorrt" if tool.startswith("TensorRT") else "trtexec" if tool.startswith("trtexec") else "ort-cpu"
-
-
 def cmd_profile_check(args) -> int:
     import json
     from pathlib import Path
 
-    from .hw.backends import create_backend
+    from .hw.drift import create_backend_like, rescale_problem
     from .hw.profile import load_profile
     from .hw.profiling import check_profile, pin_like, rescaled
 
     profile = load_profile(args.check)
     if args.rescale and Path(args.rescale).exists():
         raise ValueError(f"{args.rescale} exists; profiles are never overwritten: choose a new --rescale path")
-    m = profile.measurement
     if not args.cpus:
         pin_like(profile)  # time it as it was profiled
-    backend = create_backend(_backend_of(profile), threads=int(m.get("intra_op_threads", args.threads)),
-                             warmup=int(m.get("warmup", args.warmup)),
-                             iterations=int(m.get("iterations", args.iterations)),
-                             precision=m.get("precision", args.precision))
+    backend = create_backend_like(profile, args.threads, args.warmup, args.iterations, args.precision)
     check = check_profile(profile, backend, args.rounds)
     drift = abs(check["ratio"] - 1)
     verdict = "ok" if drift <= args.tolerance else "STALE"
@@ -412,6 +402,9 @@ def cmd_profile_check(args) -> int:
                      f"reference networks; p10-p90 {check['ratio_p10_p90'][0]:.3f}-{check['ratio_p10_p90'][1]:.3f}; "
                      f"{check['seconds']:.0f} s): {verdict} at tolerance {args.tolerance:.0%}\n")
     if args.rescale:
+        problem = rescale_problem(check, args.max_spread)
+        if problem:
+            raise ValueError(f"not rescaled ({args.rescale} not written): {problem}")
         new = rescaled(profile, check)
         new.save(args.rescale)
         sys.stdout.write(f"wrote {args.rescale}: scale {profile.scale:g} -> {new.scale:g}\n")

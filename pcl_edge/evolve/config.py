@@ -48,6 +48,9 @@ class EvolveConfig:
     latency_budget_ms: float | None = None  # experts must meet budget * (1 - latency_margin) by prediction
     latency_margin: float = 0.1
     profile_max_age_days: float = 30  # a measured target profile older than this (since measured or checked) warns
+    # re-time a measured target profile's reference networks at start (seconds, when it was measured on a CPU like
+    # this one) and warn when this machine drifted from it
+    check_target: bool = True
     # proxies train one per worker process with 1 thread each; an expert trains alone, on every usable core
     proxy: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_size=32, lr=0.05, threads=1))
     final: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))

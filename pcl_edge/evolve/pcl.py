@@ -83,6 +83,10 @@ class PCLLearner(ExpertLearner):
         why = profile.staleness(self.cfg.profile_max_age_days)
         if why:
             log.warning("%s; the search ranks by it all the same (absolute budgets may be off)", why)
+        if self.cfg.check_target:
+            from ..hw.drift import check_at_start
+
+            self._drift = check_at_start(self.cfg.target)
         return profile
 
     @cached_property
@@ -279,6 +283,7 @@ class PCLLearner(ExpertLearner):
 
     # -- the task -----------------------------------------------------------------------------------------------
     def learn_task(self, t: int) -> None:
+        _ = self.profile  # loaded (and re-timed, see check_target) before any training of the task
         own = self.state["own"]
         if own.get("task") != t:  # population not yet prepared for this task
             start = time.perf_counter()
@@ -347,6 +352,8 @@ class PCLLearner(ExpertLearner):
         if self.profile is not None:
             out["target"] = {"name": self.profile.name, "source": self.profile.source, "path": str(self.cfg.target),
                              "latency_budget_ms": self.cfg.latency_budget_ms, "margin": self.cfg.latency_margin}
+            if getattr(self, "_drift", None):
+                out["target"]["drift_at_start"] = self._drift
             for t, rec in enumerate(out["tasks"]):
                 rec["latency_ms"] = self.task_record(t).get("latency_ms", {}).get(self.profile.name)
         return out
