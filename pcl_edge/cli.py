@@ -218,7 +218,8 @@ def format_summary(s: dict) -> str:
         sel = s["selection"]
         rows.append(f"selection: {sel['mode']} (" + ("accuracy; constraints " + ", ".join(sel["constraints"])
                                                      if sel["mode"] == "constrained" else
-                                                     "Pareto front of " + ", ".join(sel["objectives"])) + ")")
+                                                     "Pareto front of " + ", ".join(sel["objectives"])) + ")"
+                    + (f"; screening {sel['screening']}" if sel.get("screening") else ""))
     if lat:
         tg = s["target"]
         rows.append(f"target: {tg['name']} ({tg['source']}), budget {tg['latency_budget_ms']} ms, "

@@ -225,7 +225,9 @@ def test_constrained_selection_is_the_default_and_the_run_says_which_ran(referen
     assert summary["selection"]["mode"] == "constrained" and summary["selection"]["objectives"] == ["val_acc"]
     pareto = evolve(searched(selection="pareto", generations=1), out=tmp_path / "p", progress=False)
     assert pareto["selection"] == {"mode": "pareto", "objectives": ["val_acc", "params"],
-                                   "constraints": ["params <= 300,000"]}
+                                   "constraints": ["params <= 300,000"],
+                                   "screening": "pairwise predictor keeps 1 of 3 mutants"}
+    assert preset_config("cpu", "imagefolder:x").screen == 1  # the predictor did not beat the parent's accuracy
     from pcl_edge.report import build_report
 
     assert "Selection: <b>constrained</b>" in build_report(out, tmp_path / "report").read_text()

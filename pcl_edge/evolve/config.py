@@ -321,7 +321,10 @@ _IMAGE_OVERRIDES = {
     # screened generations of 12 children x 25 steps, the best 6 +75; the population's own trainings 50 steps;
     # expert 800 steps; objectives accuracy and parameters (+ latency with a target). The other (1 generation of
     # 50+100 steps, expert 1,500, no parameter objective) let the latency objective pull in 2 k-parameter experts.
-    "cpu": dict(generations=2, rungs=(25, 75), eta=2, screen=4, proxy=TrainConfig(steps=50, batch_size=64, threads=1),
+    # Screening off (issue 21 item 5): replayed on 4 runs (bench/perf_predictor.py, BENCHMARKS.md), the pairwise
+    # predictor's mean Kendall tau was 0.287 against 0.422 for ranking children by their parent's accuracy alone; it
+    # beat that rule on 1 run of 4. A predictor that cannot beat the parent's accuracy does not screen by default.
+    "cpu": dict(generations=2, rungs=(25, 75), eta=2, screen=1, proxy=TrainConfig(steps=50, batch_size=64, threads=1),
                 final=TrainConfig(steps=800, batch_size=64)),
 }
 _AUGMENT = {"imagefolder": "shift-flip", "cifar10": "shift-flip", "cifar100": "shift-flip", "digits": "shift",

@@ -348,7 +348,9 @@ class PCLLearner(ExpertLearner):
         out = super().summary()
         constraints = ([f"predicted latency <= {self.limit_ms:.4g} ms on {self.profile.name}"] if self.limit_ms else [])
         out["selection"] = {"mode": self.cfg.selection, "objectives": list(self.objectives),
-                            "constraints": [*constraints, f"params <= {self.cfg.max_params:,}"]}
+                            "constraints": [*constraints, f"params <= {self.cfg.max_params:,}"],
+                            "screening": "off" if self.cfg.screen <= 1 else
+                            f"{self.cfg.perf_predictor} predictor keeps 1 of {self.cfg.screen} mutants"}
         if self.profile is not None:
             out["target"] = {"name": self.profile.name, "source": self.profile.source, "path": str(self.cfg.target),
                              "latency_budget_ms": self.cfg.latency_budget_ms, "margin": self.cfg.latency_margin}
