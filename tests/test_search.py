@@ -280,3 +280,38 @@ def test_the_first_population_holds_the_hand_picked_net_or_its_largest_fitting_v
     assert len(seeds) == 1 and Genome.parse(seeds[0]["genome"]).depth <= 4  # tiny: max_depth 4, a scaled variant
     evolve(searched(generations=0, tasks="1x2", seed_baseline=False), out=tmp_path / "off", progress=False)
     assert not [m for m in events(tmp_path / "off", "population")[0]["members"] if m["op"] == "baseline"]
+
+
+# -- issue 21 item 2: steps that accumulate ---------------------------------------------------------------------------
+def test_a_lineage_s_trainings_add_up_to_one_cosine_and_the_expert_anneals_from_where_it_stands():
+    import math
+
+    from pcl_edge.evolve.recipe import Schedule
+
+    horizon = 400
+    whole = [Schedule(0, horizon).factor(k, 100) for k in range(100)]
+    parts = [Schedule(0, horizon).factor(k, 25) for k in range(25)] + [Schedule(25, horizon).factor(k, 75)
+                                                                      for k in range(75)]
+    assert parts == whole and whole[0] == 1.0 and 0.8 < whole[-1] < 1.0  # no warm restart between the parts
+    final = [Schedule(100, horizon, anneal=True).factor(k, 300) for k in range(301)]
+    assert final[0] == pytest.approx(whole[-1], abs=0.01) and final[-1] == 0.0  # from the lineage's level to zero
+    assert [Schedule().factor(k, 50) for k in range(51)] == [0.5 * (1 + math.cos(math.pi * k / 50)) for k in range(51)]
+
+
+def test_children_continue_their_parent_s_schedule(reference, tmp_path):
+    out, _ = reference
+    cfg = searched()
+    pos = {m["uid"]: m["position"] for e in events(out, "population") for m in e["members"]}
+    assert set(pos.values()) == {cfg.proxy.steps}
+    checked = 0
+    for e in events(out, "rung"):
+        for c in e["trained"]:
+            if e["rung"] == 0:
+                assert c["position"] == pos[c["parent"]] + cfg.rung_steps[0]
+                checked += 1
+            else:
+                assert c["position"] == pos[c["uid"]] + cfg.rung_steps[e["rung"]]  # its own rung-0 position
+            pos[c["uid"]] = c["position"]
+    assert checked >= 4
+    restarts = evolve(searched(lineage_schedule=False, generations=1), out=tmp_path / "r", progress=False)
+    assert restarts and all(c["position"] == e["steps"] for e in events(tmp_path / "r", "rung") for c in e["trained"])

@@ -5,7 +5,8 @@ applies itself), seeded from the candidate's identity and rung, so any executor 
 run it anywhere, in any order, and get bit-identical results.
 
 Multi-fidelity: a candidate promoted to rung r > 0 carries its own weights (``resume_state``) and trains further
-from them with a fresh warm restart of the schedule; no step it already took is repeated."""
+from them; no step it already took is repeated. Its ``schedule`` says where it enters its lineage's learning-rate
+schedule (``recipe.Schedule``), so the steps of a lineage add up to one cosine instead of warm restarts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from ..space import Genome, inherit_weights
 from .individual import Individual
+from .recipe import Schedule
 from .trainer import (
     SearchTask,
     TrainConfig,
@@ -44,6 +46,7 @@ class Candidate:
     inherited: float = 0.0  # carried over from rung 0 (what it took from its parent)
     train_s: float = 0.0  # seconds spent on earlier rungs
     extra: dict | None = None  # carried over from earlier rungs (e.g. the performance predictor's score)
+    schedule: Schedule = Schedule()  # where this training sits in its lineage's learning-rate schedule
 
 
 def train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Individual:
@@ -66,7 +69,7 @@ def _train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Ind
         if cand.new_head:
             reset_head(net, task.num_classes, derive_seed(seed, "head"))
     net.to(default_device())
-    train(net, task.train, cfg, seed)
+    train(net, task.train, cfg, seed, cand.schedule)
     val = evaluate(net, task.val)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     extra = dict(cand.extra or {})
@@ -74,7 +77,8 @@ def _train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Ind
         extra["rung"] = cand.rung
     return Individual(uid=cand.uid, genome=cand.genome, state=state, val_acc=val,
                       params=sum(p.numel() for p in net.parameters()), parent=cand.parent, op=cand.op,
-                      inherited=inherited, train_s=cand.train_s + time.perf_counter() - start, extra=extra)
+                      inherited=inherited, train_s=cand.train_s + time.perf_counter() - start, extra=extra,
+                      position=cand.schedule.start + cfg.steps)
 
 
 def failed_candidate(cand: Candidate, exc: BaseException, task: SearchTask, **_: object) -> Individual:
@@ -84,4 +88,4 @@ def failed_candidate(cand: Candidate, exc: BaseException, task: SearchTask, **_:
 
     return Individual(uid=cand.uid, genome=cand.genome, state=dict(cand.parent_state or {}), val_acc=0.0,
                       params=genome_params(cand.genome, task.in_channels, task.num_classes), parent=cand.parent,
-                      op=cand.op, extra={"failed": type(exc).__name__})
+                      op=cand.op, extra={"failed": type(exc).__name__}, position=cand.schedule.start)

@@ -60,6 +60,10 @@ class EvolveConfig:
     # proxy.steps).
     rungs: tuple[int, ...] = ()
     eta: int = 2
+    # One learning-rate schedule per lineage (issue 21): every training of a task's search continues the cosine its
+    # weights are on (over ``lineage_steps``) instead of restarting it, and an expert's final training anneals from
+    # where its lineage stands. False: every training restarts its own cosine (runs made before it resume so).
+    lineage_schedule: bool = True
     # Screening: mutants drawn per child trained at rung 0; the performance predictor keeps the predicted best
     # (1 = no screening). Needs some labelled history first: until then children are drawn unscreened.
     screen: int = 1
@@ -105,6 +109,12 @@ class EvolveConfig:
     @property
     def rung_steps(self) -> tuple[int, ...]:
         return self.rungs or (self.proxy.steps,)
+
+    @property
+    def lineage_steps(self) -> int:
+        """The horizon of a lineage's schedule on one task: the population's own training, every rung of every
+        generation, the expert's final training."""
+        return self.proxy.steps + self.generations * sum(self.rung_steps) + self.final.steps
 
     @property
     def rung_sizes(self) -> tuple[int, ...]:
@@ -305,7 +315,9 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(population=4, generations=1, max_depth=4, proxy=TrainConfig(steps=15, batch_size=32, threads=1),
                  final=TrainConfig(steps=40, batch_size=32)),
     # the default: Split Digits in about a minute on 2 cores; Split CIFAR-10 in under 30 minutes
-    "cpu": dict(population=6, generations=3, max_depth=8, max_params=300_000,
+    # (generations 2, was 3: with deeper children now surviving (issue 21) 3 took 73 s; 2 reach the same validation
+    # accuracy, 1.000 on every task of Split Digits, in 45 s)
+    "cpu": dict(population=6, generations=2, max_depth=8, max_params=300_000,
                 proxy=TrainConfig(steps=60, batch_size=32, threads=1), final=TrainConfig(steps=300, batch_size=32)),
     # a workstation GPU: bigger population, longer proxies
     "gpu": dict(population=16, generations=10, max_depth=12, max_params=2_000_000,

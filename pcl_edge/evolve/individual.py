@@ -21,9 +21,11 @@ class Individual:
     inherited: float = 0.0  # fraction of parameters copied from the parent
     train_s: float = 0.0
     extra: dict = field(default_factory=dict)
+    position: int = 0  # optimizer steps its weights took on the current task (its lineage's schedule position)
 
     def record(self) -> dict:
         """What the event log and the Pareto CSV say about it (no weights)."""
         return {"uid": self.uid, "genome": str(self.genome), "val_acc": round(self.val_acc, 6), "params": self.params,
                 "parent": self.parent, "op": self.op, "inherited": round(self.inherited, 4),
-                "train_s": round(self.train_s, 3), **{k: v for k, v in self.extra.items() if k != "features"}}
+                "train_s": round(self.train_s, 3), "position": self.position,
+                **{k: v for k, v in self.extra.items() if k != "features"}}

@@ -21,6 +21,7 @@ from .objectives import objective_matrix
 from .perf_predictor import History as PerfHistory
 from .perf_predictor import features as perf_features
 from .perf_predictor import kendall_tau, top_k_precision
+from .recipe import Schedule
 from .selection import nsga2_select, rank_and_crowding, tournament
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,12 @@ class PCLLearner(ExpertLearner):
         seen[:] = [r for r in seen if r["uid"] not in fresh] + [ind.record() for ind in out]
         return out
 
+    def _schedule(self, start: int = 0, anneal: bool = False) -> Schedule:
+        """Where a training enters its lineage's learning-rate schedule (``cfg.lineage_schedule``)."""
+        if not self.cfg.lineage_schedule:
+            return Schedule()
+        return Schedule(start=start, horizon=self.cfg.lineage_steps, anneal=anneal)
+
     def latency_ms(self, t: int, genome) -> float:
         return round(self.predictor(t).predict(genome), 6)
 
@@ -155,7 +162,7 @@ class PCLLearner(ExpertLearner):
         if baseline is not None:  # the hand-picked net takes the last slot: the search starts no worse than it
             genomes = [g for g in genomes if g != baseline][: self.cfg.population - 1] + [baseline]
             ops = ["init"] * (len(genomes) - 1) + ["baseline"]
-        cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=g, op=op, run_seed=self.cfg.seed)
+        cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=g, op=op, run_seed=self.cfg.seed, schedule=self._schedule())
                  for k, (g, op) in enumerate(zip(genomes, ops))]
         return self._train(cands, t, f"task {t + 1} init")
 
@@ -177,7 +184,8 @@ class PCLLearner(ExpertLearner):
     def _inherited_population(self, t: int, previous: list[Individual]) -> list[Individual]:
         """The previous task's population with its weights and a new head, briefly trained on task t."""
         cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=ind.genome, op="inherited", run_seed=self.cfg.seed,
-                           parent=ind.uid, parent_genome=ind.genome, parent_state=ind.state, new_head=True)
+                           parent=ind.uid, parent_genome=ind.genome, parent_state=ind.state, new_head=True,
+                           schedule=self._schedule())  # a new task: a new schedule for every lineage
                  for k, ind in enumerate(previous)]
         return self._train(cands, t, f"task {t + 1} adapt")
 
@@ -201,7 +209,8 @@ class PCLLearner(ExpertLearner):
                 genome, op = crossover(p.genome, mate.genome, space, rng), "crossover+"
             child, name = mutate(genome, space, rng)
             drafts.append(Candidate(uid=f"t{t + 1}-g{g}-c{c}", genome=child, op=op + name, run_seed=cfg.seed,
-                                    parent=p.uid, parent_genome=p.genome, parent_state=p.state))
+                                    parent=p.uid, parent_genome=p.genome, parent_state=p.state,
+                                    schedule=self._schedule(p.position)))  # the child goes on where its parent is
             feats.append(perf_features(child, p.genome, p.val_acc, op + name, shape, ncls))
         scores = history.fit(cfg.perf_predictor).score(np.array(feats, float)) if n_draw > n_train else None
         late = [max(0.0, self.latency_ms(t, d.genome) - self.limit_ms) if self.limit_ms else 0.0 for d in drafts]
@@ -245,6 +254,7 @@ class PCLLearner(ExpertLearner):
                 alive = [i for i in alive if i.uid in keep]
                 alive = [Candidate(uid=i.uid, genome=i.genome, op=i.op, run_seed=cfg.seed, parent=i.parent, rung=r,
                                    resume_state=i.state, inherited=i.inherited, train_s=i.train_s,
+                                   schedule=self._schedule(i.position),
                                    extra={k: v for k, v in i.extra.items() if k != "latency_ms"}) for i in alive]
             trained = self._train(alive, t, f"task {t + 1} gen {g}/{cfg.generations} rung {r}",
                                   replace(cfg.proxy, steps=steps[r]))
@@ -325,7 +335,8 @@ class PCLLearner(ExpertLearner):
             return
         best = pop[b]
         cand = Candidate(uid=f"t{t + 1}-expert", genome=best.genome, op="final", run_seed=self.cfg.seed,
-                         parent=best.uid, parent_genome=best.genome, parent_state=best.state)
+                         parent=best.uid, parent_genome=best.genome, parent_state=best.state,
+                         schedule=self._schedule(best.position, anneal=True))
         expert = self._train([cand], t, f"task {t + 1} expert", self.cfg.final)[0]
         net = build_network(expert.genome, self.tasks[t].in_channels, self.tasks[t].num_classes)
         net.load_state_dict(expert.state)

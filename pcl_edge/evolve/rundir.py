@@ -62,8 +62,9 @@ class RunDir:
         if not (rd.path / "config.json").is_file():
             raise RunDirError(f"{rd.path} is not a pcl-edge run directory (no config.json)")
         try:
-            # runs made before selection modes selected on the Pareto front: they resume as they ran
-            cfg = EvolveConfig.from_dict({"selection": "pareto", **read_json(rd.path / "config.json")})
+            # runs made before selection modes (and lineage schedules) resume as they ran
+            cfg = EvolveConfig.from_dict({"selection": "pareto", "lineage_schedule": False,
+                                          **read_json(rd.path / "config.json")})
         except (json.JSONDecodeError, ConfigError, TypeError) as exc:
             raise RunDirError(f"{rd.path}/config.json is unreadable: {exc}") from None
         return rd, cfg

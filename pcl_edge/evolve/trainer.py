@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from torch import Tensor, nn
 
 from .._progress import progress
 from ..data import Split, Task
-from .recipe import TrainConfig  # noqa: F401  (re-exported: the recipe lives in a torch-free module)
+from .recipe import Schedule, TrainConfig  # noqa: F401  (TrainConfig re-exported: the recipe is torch-free)
 
 # The label of a step progress bar for trainings run in this thread (None: no bar). Set by step_progress() around a
 # long training done in this process (an expert's final training, a baseline's); a worker process never sets it, so
@@ -130,19 +129,22 @@ def _augment(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
     return out
 
 
-def train(net: nn.Module, data: TensorSplit, cfg: TrainConfig, seed: int) -> float:
-    """Train ``net`` in place for ``cfg.steps`` optimizer steps; returns the mean training loss."""
-    return train_multi(net, [(net, data)], cfg, seed)
+def train(net: nn.Module, data: TensorSplit, cfg: TrainConfig, seed: int, schedule: Schedule | None = None) -> float:
+    """Train ``net`` in place for ``cfg.steps`` optimizer steps; returns the mean training loss. ``schedule``: where
+    this training sits in its lineage's learning-rate schedule (default: a cosine of its own)."""
+    return train_multi(net, [(net, data)], cfg, seed, schedule)
 
 
-def train_multi(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], cfg: TrainConfig, seed: int) -> float:
+def train_multi(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], cfg: TrainConfig, seed: int,
+                schedule: Schedule | None = None) -> float:
     """Train all parameters of ``module``; step s uses ``views[s % len(views)]`` (a forward and its data), so
     several task heads on one trunk train jointly, round robin."""
     gen = torch.Generator().manual_seed(seed)
     total = max(1, cfg.steps)
+    schedule = schedule or Schedule()
     opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule.factor(s, total))
     module.train()
     dev = next(module.parameters()).device  # data stays on the CPU; each batch moves to the model's device
     orders = [torch.empty(0, dtype=torch.long) for _ in views]
