@@ -20,8 +20,8 @@ from pathlib import Path
 import _common
 import numpy as np
 
-from pcl_edge.cli import _backend_of
 from pcl_edge.hw.backends import create_backend
+from pcl_edge.hw.drift import backend_of
 from pcl_edge.hw.onnx_graphs import genome_model
 from pcl_edge.hw.predictor import LatencyPredictor
 from pcl_edge.hw.profile import load_profile
@@ -61,7 +61,7 @@ def main() -> None:
     shapes = [tuple(s) for s in (profile.provenance or {}).get("input_shapes", [[3, 32, 32]])]
     m, cpus = profile.measurement, pin_like(profile)
     n, rounds = (6, 2) if args.quick else (args.n, args.rounds)
-    backend = create_backend(_backend_of(profile), threads=int(m.get("intra_op_threads", 1)),
+    backend = create_backend(backend_of(profile), threads=int(m.get("intra_op_threads", 1)),
                              warmup=int(m.get("warmup", 20)), iterations=30 if args.quick else int(m.get("iterations",
                                                                                                           100)))
     check = check_profile(profile, backend, rounds)
