@@ -174,7 +174,7 @@ def candidates_plot(task: dict, rows: list[dict], path: Path, budget_ms: float |
 
 
 def _selection_line(summary: dict) -> str:
-    """Which selection ran (runs made before selection modes: the Pareto front of accuracy and parameters)."""
+    """Which selection ran; nothing for runs made before selection modes (they selected on the Pareto front)."""
     sel = summary.get("selection")
     if not sel:
         return ""

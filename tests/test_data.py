@@ -108,8 +108,8 @@ def test_imagefolder_directory_and_cache(tmp_path, cache_dir):
     assert pool.x_train.shape == (24, 8, 8, 3) and pool.class_names == ("cat", "dog", "eel", "fox")
     assert not pool.has_test
     entries = [p for p in cache_dir.glob("imagefolder-*") if p.is_dir()]
-    assert len(entries) == 1 and sorted(f.name for f in entries[0].iterdir()) == ["classes.json", "x_train.npy",
-                                                                                    "y_train.npy"]
+    assert len(entries) == 1 and sorted(f.name for f in entries[0].iterdir()) == ["classes.json", "complete.json",
+                                                                                    "x_train.npy", "y_train.npy"]
     assert not list(cache_dir.glob(".*"))  # no staging directory or spill file left behind
     again = load_pool(f"imagefolder:{tmp_path / 'ds'}")  # from the cache, memory-mapped
     assert isinstance(again.x_train, np.memmap) and not again.x_train.flags.writeable
@@ -296,3 +296,44 @@ def test_grayscale_images_among_color_ones_become_rgb_and_an_all_gray_folder_sta
         d.mkdir(parents=True, exist_ok=True)
         Image.new("L", (4, 4), 40 * i).save(d / f"{i}.png")
     assert load_pool(f"imagefolder:{tmp_path / 'gray'}").x_train.shape == (3, 4, 4, 1)
+
+
+def test_an_entry_another_process_completed_is_kept_and_an_incomplete_one_rebuilt(tmp_path, cache_dir, caplog):
+    import os
+    import time
+
+    from pcl_edge.data import cache
+
+    pool = Pool(x_train=np.zeros((4, 2, 2, 1), np.uint8), y_train=np.array([0, 1, 0, 1]), class_names=("a", "b"))
+    first = cache.store("k", "sig", pool)
+    reader = first.x_train  # a reader of the entry, mapped
+    again = cache.store("k", "sig", pool)  # a second writer of the same key: the entry it finds complete stays
+    assert again.x_train.filename == reader.filename and os.path.samefile(again.x_train.filename, reader.filename)
+    entry = cache.entry_path("k", "sig")
+    (entry / "y_train.npy").unlink()  # power cut, disk trouble: a file of the entry is gone
+    assert cache.cached("k", "sig") is None and "incomplete cache entry" in caplog.text
+    assert np.array_equal(cache.store("k", "sig", pool).y_train, pool.y_train)
+    stale = entry.with_name(f".{entry.name}.abc")  # left by a process killed while decoding, long ago
+    stale.mkdir()
+    os.utime(stale, (time.time() - 2 * cache.STALE_STAGING_S,) * 2)
+    fresh = entry.with_name(f".{entry.name}.def")  # another process decoding right now
+    fresh.mkdir()
+    cache.store("k", "sig2", pool)
+    cache.store("k", "sig", pool)
+    assert not stale.exists() and fresh.exists()
+
+
+def test_grayscale_in_any_mode_keeps_a_gray_folder_gray(tmp_path, cache_dir):
+    """Bilevel, gray with alpha, 16-bit and gray-palette images are grayscale: one of them among L images does not
+    turn the folder RGB. 16-bit values are scaled to 8 bits, not clipped."""
+    d = tmp_path / "ds" / "train"
+    for c in "ab":
+        (d / c).mkdir(parents=True)
+    Image.new("L", (4, 4), 10).save(d / "a" / "0.png")
+    Image.new("1", (4, 4), 1).save(d / "a" / "1.png")
+    Image.new("LA", (4, 4), (20, 255)).save(d / "a" / "2.png")
+    Image.fromarray(np.full((4, 4), 51400, np.uint16)).save(d / "b" / "0.png")  # 16-bit: 51400 >> 8 = 200
+    Image.new("L", (4, 4), 30).convert("P").save(d / "b" / "1.png")
+    pool = load_pool(f"imagefolder:{tmp_path / 'ds'}")
+    assert pool.x_train.shape == (5, 4, 4, 1)
+    assert [int(v) for v in pool.x_train[:, 0, 0, 0]] == [10, 255, 20, 200, 30]

@@ -134,6 +134,20 @@ def test_depth_down_keeps_the_layers_around_the_dropped_one_aligned():
     parent = _perturbed(build_network(parent_g, 1, 3))
     child = build_network(child_g, 1, 3)
     inherit_weights(child, child_g, parent.state_dict(), parent_g)
-    for c, p in ((0, 1), (1, 2), (2, 3), (3, 4)):  # the mbconv stage keeps its own layers (was: layer 2 <- 3 only)
+    for c, p in ((0, 0), (1, 1), (2, 3), (3, 4)):  # the last res layer is the one dropped (depth_up silences the
+        # last of a run of equal layers, so depth_up then depth_down returns to the parent); the mbconv stage keeps
+        # its own layers (was: layer 2 <- 3 only)
         for (name, a), (_, b) in zip(child.layers[c].state_dict().items(), parent.layers[p].state_dict().items()):
             assert torch.equal(a, b), (c, p, name)
+
+
+def test_without_preserve_depth_layers_align_by_position_as_older_runs_did():
+    parent_g = Genome.parse("d3_w8_p-_x-_s0:res-k3")
+    child_g = Genome.parse("d4_w8_p-_x-_s0:res-k3")
+    parent = _perturbed(build_network(parent_g, 1, 3))
+    torch.manual_seed(5)
+    child = build_network(child_g, 1, 3)
+    fresh = child.layers[3].conv2.bn.weight.clone()
+    inherit_weights(child, child_g, parent.state_dict(), parent_g, preserve_depth=False)
+    assert torch.equal(child.layers[3].conv2.bn.weight, fresh)  # the stage's last layer as initialised
+    assert torch.equal(child.layers[2].conv1.conv.weight, parent.layers[2].conv1.conv.weight)

@@ -118,6 +118,9 @@ def test_test_tensors_never_reach_search_work(tmp_path, monkeypatch):
            on_task_end=lambda t, lr: tests.extend(task.test.x for task in lr.tasks))
     assert shipped and all(type(s["task"]) is SearchTask and not hasattr(s["task"], "test") for s in shipped)
     assert not any(x is s["task"].train.x or x is s["task"].val.x for s in shipped for x in tests)
+    by_id = {}
+    for s in shipped:  # one object per task: an executor that ships per object (Ray) ships a task's data once
+        assert by_id.setdefault(s["task"].id, s["task"]) is s["task"]
     from pcl_edge.data import build_stream
     from pcl_edge.evolve.candidate import Candidate, train_candidate
     from pcl_edge.evolve.trainer import TensorTask

@@ -233,6 +233,23 @@ def test_constrained_selection_is_the_default_and_the_run_says_which_ran(referen
     assert "Selection: <b>constrained</b>" in build_report(out, tmp_path / "report").read_text()
 
 
+def test_constrained_survivors_and_tournaments_break_accuracy_ties_by_fewer_parameters(tmp_path):
+    from types import SimpleNamespace
+
+    from pcl_edge.evolve.individual import Individual
+    from pcl_edge.evolve.pcl import PCLLearner
+
+    g = Genome.parse("d2_w8_p-_x-_s0:res-k3")
+    pop = [Individual(uid=f"i{k}", genome=g, state={}, val_acc=acc, params=params)
+           for k, (acc, params) in enumerate([(1.0, 9_000), (0.9, 100), (1.0, 700), (1.0, 700)])]
+    fake = SimpleNamespace(cfg=searched(), violation=lambda p: None)
+    order = PCLLearner._constrained_order(fake, pop)
+    assert order == [2, 3, 0, 1]  # accuracy, then fewer parameters, then identity
+    fake._constrained_order = lambda p: PCLLearner._constrained_order(fake, p)
+    rank, _ = PCLLearner._ranking(fake, pop)
+    assert list(rank) == [2, 3, 0, 1]
+
+
 def test_constrained_selection_ranks_by_accuracy_where_pareto_keeps_the_small():
     from pcl_edge.evolve.individual import Individual
     from pcl_edge.evolve.objectives import objective_matrix
@@ -256,7 +273,9 @@ def test_a_run_made_before_selection_modes_resumes_as_it_ran(tmp_path):
     assert stored["selection"] == "constrained"
     del stored["selection"]
     (tmp_path / "r" / "config.json").write_text(json.dumps(stored))
-    assert RunDir.open(tmp_path / "r")[1].selection == "pareto"
+    cfg = RunDir.open(tmp_path / "r")[1]
+    assert (cfg.selection, cfg.lineage_schedule, cfg.seed_baseline, cfg.preserve_depth) == ("pareto", False, False,
+                                                                                           False)
 
 
 def test_the_first_population_holds_the_hand_picked_net_or_its_largest_fitting_variant(tmp_path):

@@ -4,8 +4,10 @@ read instead of being held whole.
 
 The cache lives outside the repository (``$PCL_EDGE_CACHE`` or ``~/.cache/pcl_edge``). Each entry is a directory
 ``<kind>-<signature>/`` (``x_train.npy``, ``y_train.npy``, ``classes.json``, and ``x_test.npy``/``y_test.npy`` when
-the source has a test split), built in a temporary sibling and renamed into place, so a crash never leaves half an
-entry. Its key hashes the source kind, the resolved path and the size/mtime signature of the files, so editing a
+the source has a test split, and ``complete.json`` written last), built in a temporary sibling and renamed into
+place, so a crash never leaves half an entry. ``splits/`` holds one file per task selection a mapped stream used
+(another seed or task plan adds its own): delete an entry's directory to reclaim the space; it is rebuilt when
+needed. Its key hashes the source kind, the resolved path and the size/mtime signature of the files, so editing a
 dataset invalidates it. Entries of the older single-file format (``<kind>-<signature>.npz``) are converted on first
 read. Large task selections from a mapped pool are written under the entry's ``splits/`` (``take``)."""
 
@@ -92,27 +94,60 @@ def write_classes(entry: Path, class_names: Iterable[str]) -> None:
     (entry / "classes.json").write_text(json.dumps(list(class_names)))
 
 
+STALE_STAGING_S = 24 * 3600  # a staging directory untouched this long was left by a process that died
+
+
 @contextlib.contextmanager
 def staging(kind: str, signature: str) -> Iterator[Path]:
-    """A temporary directory to fill with an entry's files; on a clean exit it is synced and renamed into place
-    (a damaged entry it replaces is removed first; an entry another process finished meanwhile is kept)."""
+    """A temporary directory to fill with an entry's files. On a clean exit the files and the directory are synced,
+    a ``complete.json`` naming every file is written last, and the directory is renamed into place. An entry
+    another process completed meanwhile is kept (ours is dropped: same key, same content); a damaged one is moved
+    aside and removed, never deleted from under a reader of a good one. Staging directories left by processes
+    that died more than a day ago are swept."""
     final = entry_path(kind, signature)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        files = sorted(f.name for f in tmp.iterdir())
+        (tmp / "complete.json").write_text(json.dumps({"files": files}))
+        for name in [*files, "complete.json"]:
+            _fsync(tmp / name)
+        _fsync(tmp)
         if final.is_dir():
-            shutil.rmtree(final)
+            try:
+                _open(final)
+                return  # another process finished the same entry first: keep it
+            except (OSError, ValueError, KeyError):
+                aside = final.with_name(f".{final.name}.damaged-{os.getpid()}")
+                os.replace(final, aside)
+                shutil.rmtree(aside, ignore_errors=True)
         try:
             os.replace(tmp, final)
-        except OSError:  # another process renamed its entry in first: same key, same content
+        except OSError:  # another process renamed its entry in first
             if not final.is_dir():
                 raise
+        _fsync(final.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sweep(final: Path) -> None:
+    import time
+
+    for old in final.parent.glob(f".{final.name}.*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def write_array(path: Path, shape: tuple[int, ...], dtype, fill: Callable[[np.ndarray], None]) -> None:
@@ -160,7 +195,7 @@ def take(x: np.ndarray, idx: np.ndarray, *, to_disk: bool) -> np.ndarray:
     if path.is_file():
         with contextlib.suppress(OSError, ValueError):
             return np.load(path, mmap_mode="r")
-    path.parent.mkdir(exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
     os.close(fd)
     try:
@@ -173,6 +208,16 @@ def take(x: np.ndarray, idx: np.ndarray, *, to_disk: bool) -> np.ndarray:
 
 
 def _open(entry: Path) -> Pool:
+    """An entry as written by ``staging``: ``complete.json`` present and every file it names there (an entry made
+    before it, which has none, must hold x and y of each split in pairs)."""
+    complete = entry / "complete.json"
+    if complete.is_file():
+        missing = [f for f in json.loads(complete.read_text())["files"] if not (entry / f).is_file()]
+        if missing:
+            raise ValueError(f"incomplete cache entry: {missing} missing")
+    for split in ("train", "test"):
+        if (entry / f"x_{split}.npy").is_file() != (entry / f"y_{split}.npy").is_file():
+            raise ValueError(f"incomplete cache entry: x_{split} and y_{split} not both present")
     names = json.loads((entry / "classes.json").read_text())
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ValueError("classes.json is not a list of class names")

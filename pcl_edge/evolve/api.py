@@ -205,8 +205,10 @@ def _run(cfg: EvolveConfig, stream, run: RunDir, executor: str, progress: bool, 
     options = dict(executor_options or {})
     if executor == "ray":
         options.setdefault("on_failure", failed_candidate)
+    drift = _check_target(cfg)  # before the executor starts its workers: they would compete with the timing
     learner = get_strategy(cfg.strategy)(cfg, stream, run, create_executor(executor, progress=progress, **options),
                                          on_task_end=on_task_end)
+    learner.drift_at_start = drift
     try:
         summary = learner.run_all()
     finally:
@@ -215,6 +217,21 @@ def _run(cfg: EvolveConfig, stream, run: RunDir, executor: str, progress: bool, 
     run.write_summary(summary)
     run.event("done", acc=summary["acc"], bwt=summary["bwt"], wall_s=summary["wall_s"])
     return summary
+
+
+def _check_target(cfg: EvolveConfig) -> dict | None:
+    """``check_target``: re-time the target profile here and warn when this machine drifted from it. A warning, never
+    a reason to stop: whatever goes wrong is logged and the search goes on."""
+    if not (cfg.target and cfg.check_target):
+        return None
+    from ..hw.drift import check_at_start
+
+    try:
+        return check_at_start(cfg.target)
+    except Exception as exc:  # noqa: BLE001 - a check that fails must not stop the run it checks for
+        log.warning("could not re-time target profile %s at start (%s: %s); the search goes on", cfg.target,
+                    type(exc).__name__, exc)
+        return None
 
 
 __all__ = ["ConfigError", "RunDirError", "evolve", "learn"]

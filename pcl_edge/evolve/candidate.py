@@ -47,6 +47,7 @@ class Candidate:
     train_s: float = 0.0  # seconds spent on earlier rungs
     extra: dict | None = None  # carried over from earlier rungs (e.g. the performance predictor's score)
     schedule: Schedule = Schedule()  # where this training sits in its lineage's learning-rate schedule
+    preserve_depth: bool = True  # inheritance: an inserted layer starts as the identity (``inherit_weights``)
 
 
 def train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Individual:
@@ -65,7 +66,7 @@ def _train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Ind
         net.load_state_dict(cand.resume_state)
     elif cand.parent_state is not None:
         inherited = inherit_weights(net, cand.genome, cand.parent_state, cand.parent_genome or cand.genome,
-                                    include_head=not cand.new_head)
+                                    include_head=not cand.new_head, preserve_depth=cand.preserve_depth)
         if cand.new_head:
             reset_head(net, task.num_classes, derive_seed(seed, "head"))
     net.to(default_device())

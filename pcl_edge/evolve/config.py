@@ -44,6 +44,9 @@ class EvolveConfig:
     # pcl: a fresh population contains ``genome`` (or its largest width/depth variant within the latency budget),
     # so the search never starts worse than the hand-picked net
     seed_baseline: bool = True
+    # a layer inserted by depth_up starts as the identity and the other layers keep their own weights (False: layers
+    # aligned by position within a stage, what runs made before it did)
+    preserve_depth: bool = True
     target: str | None = None  # hardware profile (YAML): adds predicted latency as an objective
     latency_budget_ms: float | None = None  # experts must meet budget * (1 - latency_margin) by prediction
     latency_margin: float = 0.1

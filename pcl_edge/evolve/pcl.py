@@ -84,10 +84,6 @@ class PCLLearner(ExpertLearner):
         why = profile.staleness(self.cfg.profile_max_age_days)
         if why:
             log.warning("%s; the search ranks by it all the same (absolute budgets may be off)", why)
-        if self.cfg.check_target:
-            from ..hw.drift import check_at_start
-
-            self._drift = check_at_start(self.cfg.target)
         return profile
 
     @cached_property
@@ -195,7 +191,7 @@ class PCLLearner(ExpertLearner):
         performance predictor keeps the predicted best (all of them when screen is 1 or it has too little history).
         Children that cannot meet the latency limit by prediction are screened out first."""
         space, rng, cfg = self.space_for(t), np.random.default_rng([self.cfg.seed, t, g]), self.cfg
-        rank, crowd = rank_and_crowding(objective_matrix(pop, self.objectives), self.violation(pop))
+        rank, crowd = self._ranking(pop)
         history = self._history()
         n_train = cfg.rung_sizes[0]
         n_draw = n_train * cfg.screen if history.ready() else n_train
@@ -210,7 +206,8 @@ class PCLLearner(ExpertLearner):
             child, name = mutate(genome, space, rng)
             drafts.append(Candidate(uid=f"t{t + 1}-g{g}-c{c}", genome=child, op=op + name, run_seed=cfg.seed,
                                     parent=p.uid, parent_genome=p.genome, parent_state=p.state,
-                                    schedule=self._schedule(p.position)))  # the child goes on where its parent is
+                                    schedule=self._schedule(p.position),  # the child goes on where its parent is
+                                    preserve_depth=cfg.preserve_depth))
             feats.append(perf_features(child, p.genome, p.val_acc, op + name, shape, ncls))
         scores = history.fit(cfg.perf_predictor).score(np.array(feats, float)) if n_draw > n_train else None
         late = [max(0.0, self.latency_ms(t, d.genome) - self.limit_ms) if self.limit_ms else 0.0 for d in drafts]
@@ -226,6 +223,22 @@ class PCLLearner(ExpertLearner):
         return [replace(drafts[i], extra={"features": feats[i],
                                           **({"predicted": round(float(scores[i]), 6)} if scores is not None else {})})
                 for i in chosen]
+
+    def _constrained_order(self, pop: list[Individual]) -> list[int]:
+        """Indices best first: feasible before infeasible (least violation first), then validation accuracy, then
+        fewer parameters, then identity: a total, deterministic order."""
+        late = self.violation(pop)
+        return sorted(range(len(pop)), key=lambda i: (late[i] if late is not None else 0.0, -pop[i].val_acc,
+                                                      pop[i].params, pop[i].uid))
+
+    def _ranking(self, pop: list[Individual]) -> tuple[np.ndarray, np.ndarray]:
+        """(rank, crowding) for tournaments: NSGA-II's with ``selection="pareto"``; with ``"constrained"`` each
+        individual's place in ``_constrained_order`` (ties in accuracy go to fewer parameters), crowding unused."""
+        if self.cfg.selection != "constrained":
+            return rank_and_crowding(objective_matrix(pop, self.objectives), self.violation(pop))
+        rank = np.empty(len(pop), int)
+        rank[self._constrained_order(pop)] = np.arange(len(pop))
+        return rank, np.zeros(len(pop))
 
     def _history(self) -> PerfHistory:
         """Every child this run has labelled, all tasks so far (saved with the state)."""
@@ -266,8 +279,11 @@ class PCLLearner(ExpertLearner):
             self.save()
         children = pending["alive"]
         merged = pop + children
-        keep = nsga2_select(objective_matrix(merged, self.objectives), cfg.population,
-                            elite=best_index(merged, self.limit_ms), violation=self.violation(merged))
+        if cfg.selection == "constrained":  # the best by (feasibility, accuracy, fewer params): the elite is first
+            keep = self._constrained_order(merged)[: cfg.population]
+        else:
+            keep = nsga2_select(objective_matrix(merged, self.objectives), cfg.population,
+                                elite=best_index(merged, self.limit_ms), violation=self.violation(merged))
         survivors = [merged[i] for i in sorted(keep)]
         own["pending"] = None
         self.run.event("generation", task=t + 1, generation=g, children=[c.record() for c in children],
@@ -293,7 +309,7 @@ class PCLLearner(ExpertLearner):
 
     # -- the task -----------------------------------------------------------------------------------------------
     def learn_task(self, t: int) -> None:
-        _ = self.profile  # loaded (and re-timed, see check_target) before any training of the task
+        _ = self.profile  # loaded (and its age checked) before any training of the task
         own = self.state["own"]
         if own.get("task") != t:  # population not yet prepared for this task
             start = time.perf_counter()
@@ -365,8 +381,8 @@ class PCLLearner(ExpertLearner):
         if self.profile is not None:
             out["target"] = {"name": self.profile.name, "source": self.profile.source, "path": str(self.cfg.target),
                              "latency_budget_ms": self.cfg.latency_budget_ms, "margin": self.cfg.latency_margin}
-            if getattr(self, "_drift", None):
-                out["target"]["drift_at_start"] = self._drift
+            if getattr(self, "drift_at_start", None):
+                out["target"]["drift_at_start"] = self.drift_at_start
             for t, rec in enumerate(out["tasks"]):
                 rec["latency_ms"] = self.task_record(t).get("latency_ms", {}).get(self.profile.name)
         return out

@@ -28,6 +28,8 @@ import torch
 from .._io import atomic_open, read_json, sha256_file, write_json, write_text
 from .config import ConfigError, EvolveConfig
 
+# What a run whose config.json predates a setting did: it resumes (and learns new tasks) as it ran.
+LEGACY_DEFAULTS = {"selection": "pareto", "lineage_schedule": False, "seed_baseline": False, "preserve_depth": False}
 
 class RunDirError(ValueError):
     """A directory that is not (or not this) run."""
@@ -62,9 +64,8 @@ class RunDir:
         if not (rd.path / "config.json").is_file():
             raise RunDirError(f"{rd.path} is not a pcl-edge run directory (no config.json)")
         try:
-            # runs made before selection modes (and lineage schedules) resume as they ran
-            cfg = EvolveConfig.from_dict({"selection": "pareto", "lineage_schedule": False,
-                                          **read_json(rd.path / "config.json")})
+            # a run made before a setting existed resumes as it ran
+            cfg = EvolveConfig.from_dict({**LEGACY_DEFAULTS, **read_json(rd.path / "config.json")})
         except (json.JSONDecodeError, ConfigError, TypeError) as exc:
             raise RunDirError(f"{rd.path}/config.json is unreadable: {exc}") from None
         return rd, cfg

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import os
 from collections.abc import Iterator
@@ -108,6 +109,12 @@ class TensorTask:
                    TensorSplit.from_split(task.val, task), TensorSplit.from_split(task.test, task))
 
     def search_view(self) -> SearchTask:
+        """The same object on every call, so an executor that ships data once per object (Ray's object store)
+        ships it once per task."""
+        return self._search_view
+
+    @functools.cached_property
+    def _search_view(self) -> SearchTask:
         return SearchTask(self.id, self.num_classes, self.in_channels, self.train, self.val)
 
 

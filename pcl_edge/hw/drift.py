@@ -5,6 +5,7 @@ factor corrects a uniform drift (``profile --check --rescale``), not one that di
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import multiprocessing
 import platform
@@ -62,6 +63,8 @@ def timeable_here(profile: Profile) -> str | None:
         return f"{profile.name} is {profile.source}, not measured"
     if not (profile.reference or {}).get("networks"):
         return f"{profile.name} has no reference networks"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed here"
     if backend_of(profile) not in CPU_BACKENDS:
         return f"{profile.name} was measured with {backend_of(profile)} on {profile.device.get('name')}"
     here = (cpu_name(), platform.machine())

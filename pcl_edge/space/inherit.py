@@ -29,7 +29,7 @@ def layer_map(child: Genome, parent: Genome) -> tuple[dict[int, int], int | None
         if k is not None:
             return {j: j - (j > k) for j in range(len(cl)) if j != k}, k
     if len(cl) + 1 == len(pl):
-        k = next((k for k in range(len(pl)) if pl[:k] + pl[k + 1:] == cl), None)
+        k = next((k for k in range(len(pl) - 1, -1, -1) if pl[:k] + pl[k + 1:] == cl), None)  # as depth_up does
         if k is not None:
             return {j: j + (j >= k) for j in range(len(cl))}, None
     return layer_alignment(child, parent), None
@@ -85,10 +85,14 @@ def _copy_overlap(dst: Tensor, src: Tensor) -> int:
 
 
 def inherit_weights(child: nn.Module, child_genome: Genome, parent_state: dict[str, Tensor], parent_genome: Genome,
-                    include_head: bool = True) -> float:
+                    include_head: bool = True, preserve_depth: bool = True) -> float:
     """Copy compatible tensors of ``parent_state`` into ``child`` in place; returns the fraction of the child's
-    parameters (by element count) that came from the parent."""
-    mapping, inserted = layer_map(child_genome, parent_genome)
+    parameters (by element count) that came from the parent. ``preserve_depth`` False: layers aligned stage by
+    stage and an inserted layer left as initialised (what runs made before function-preserving depth did)."""
+    if preserve_depth:
+        mapping, inserted = layer_map(child_genome, parent_genome)
+    else:
+        mapping, inserted = layer_alignment(child_genome, parent_genome), None
     param_names = {n for n, _ in child.named_parameters()}
     copied = total = 0
     for key, tensor in child.state_dict(keep_vars=True).items():

@@ -77,6 +77,27 @@ def _tar_members(archive: Path) -> Iterator[tuple[PurePosixPath, bytes | None]]:
         raise DataError(f"cannot read archive {archive}: {exc}") from exc
 
 
+def _pixels(im) -> np.ndarray:
+    """uint8 HxW (grayscale) or HxWx3: grayscale modes stay grayscale (bilevel, with alpha, 16- and 32-bit scaled
+    to 8 bits; a palette of grays), every other mode becomes RGB."""
+    if im.mode in ("L", "RGB"):
+        return np.asarray(im)
+    if im.mode in ("1", "LA", "La"):
+        return np.asarray(im.convert("L"))
+    if im.mode.startswith("I;16"):
+        return (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
+    if im.mode in ("I", "F"):
+        a = np.asarray(im, np.float64)
+        top = 65535.0 if a.max() > 255 else 255.0
+        return np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if im.mode == "P":
+        rgb = np.asarray(im.convert("RGB"))
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return rgb[..., 0].copy()
+        return rgb
+    return np.asarray(im.convert("RGB"))
+
+
 class _Spill:
     """The decoded images of one split appended to a raw file as they come (one image in RAM at a time), with the
     class and the channel count of each."""
@@ -144,7 +165,7 @@ def _decode(members: Iterator[tuple[PurePosixPath, bytes | None]], where: str, o
             split, cls = parts[idx], parts[idx + 1]
             try:
                 with Image.open(io.BytesIO(blob)) as im:
-                    arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+                    arr = _pixels(im)
             except UnidentifiedImageError:
                 raise DataError(f"corrupt image {name} in {where}: not a readable image; remove or replace it") \
                     from None
