@@ -271,7 +271,8 @@ def test_a_run_made_before_selection_modes_resumes_as_it_ran(tmp_path):
     evolve(cfg, out=tmp_path / "r", progress=False)
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
     assert stored["selection"] == "constrained"
-    del stored["selection"]
+    for key in ("selection", "lineage_schedule", "seed_baseline", "preserve_depth"):  # a config.json from 0.1.0
+        del stored[key]
     (tmp_path / "r" / "config.json").write_text(json.dumps(stored))
     cfg = RunDir.open(tmp_path / "r")[1]
     assert (cfg.selection, cfg.lineage_schedule, cfg.seed_baseline, cfg.preserve_depth) == ("pareto", False, False,
