@@ -72,6 +72,20 @@ def provenance() -> dict:
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "CI") if k in os.environ}}
 
 
+def run_clients(client, clients: int, seconds: float, stop) -> None:
+    """``client(k)`` in ``clients`` threads (k = 0..clients-1) for ``seconds``; then ``stop`` (a threading.Event that
+    each client polls) is set and every thread joined."""
+    import threading
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     """A markdown table: what the script prints and what BENCHMARKS.md holds."""
 

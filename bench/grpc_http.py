@@ -77,13 +77,7 @@ def load(kind: str, port: int, clients: int, seconds: float, tasks: list[str]) -
                 errors[0] += 1
             i += 1
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
+    _common.run_clients(run, clients, seconds, stop)
     ms = np.array(lat) * 1000
     return {"requests": len(lat), "rps": len(lat) / seconds, "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)), "errors": errors[0]}

@@ -170,13 +170,7 @@ def budget_round_robin(bundle: Path, seconds: float = 10, clients: int = 4) -> d
             most[0] = max(most[0], len(router.loaded()))
             i += 1
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
+    _common.run_clients(client, clients, seconds, stop)
     fits = max(k for k in range(1, len(ordered) + 1) if sum(ordered[:k]) <= budget)
     return {"bundle": bundle.name, "sizes_bytes": sizes, "budget_bytes": budget, "holds": f"2 to {fits} of {len(ids)}",
             "requests": sum(router.stats[t].requests for t in ids), "errors": len(errors),

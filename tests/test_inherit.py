@@ -8,15 +8,7 @@ PARENT = "d4_w8_p2_x1_s0:res-k3_s1:mbconv-k3-e3"
 
 def _parent():
     torch.manual_seed(0)
-    net = build_network(Genome.parse(PARENT), 1, 3)
-    with torch.no_grad():  # non-trivial BN statistics so that preservation is really tested
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-1, 1)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 2)
-                m.bias.uniform_(-1, 1)
-    return net.eval()
+    return _perturbed(build_network(Genome.parse(PARENT), 1, 3))
 
 
 @pytest.mark.parametrize("child", [
