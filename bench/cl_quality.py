@@ -18,6 +18,10 @@ with onnxruntime CPU at the profile's thread count (median; the network is built
 does not depend on the weights). A ``--target``/``--latency-budget`` pair is passed to the two searches; the
 baselines cannot obey one, so their latency is reported against it.
 
+``--scaled-baseline`` (with ``--target``/``--latency-budget``): the baselines train the largest width/depth-scaled
+variant of the hand-picked net predicted to meet the search's limit on ``--target`` (budget less the margin), the
+MobileNet-style width-multiplier baseline that ``pcl`` also seeds its first population with.
+
 ``--reuse``: a strategy whose run directory under ``--out`` already has a summary.json is read, not rerun (its date
 is recorded), so a long comparison can be completed over several sessions; the baselines still to run then get the
 steps of a reused baseline, so all three spend the same budget.
@@ -57,6 +61,23 @@ def seconds_per_step(cfg, stream, probe_steps: int) -> float:
     start = time.perf_counter()
     train(net, task.train, dataclasses.replace(cfg.final, steps=probe_steps), 0)
     return (time.perf_counter() - start) / probe_steps
+
+
+def scaled_baseline(cfg, stream, target: str, budget_ms: float) -> Genome:
+    """The hand-picked net's largest width/depth variant predicted to meet the search's limit on every task."""
+    from pcl_edge.evolve.pcl import task_space
+    from pcl_edge.hw.predictor import LatencyPredictor
+    from pcl_edge.hw.profile import load_profile
+    from pcl_edge.space.scaling import largest_fitting
+
+    profile, limit = load_profile(target), budget_ms * (1 - cfg.latency_margin)
+    task = stream.tasks[0]  # tasks share the input shape and class count in a split stream
+    predictor = LatencyPredictor(profile, task.spec.shape, task.num_classes)
+    found = largest_fitting(Genome.parse(cfg.genome), task_space(cfg, task), lambda g: predictor.predict(g) <= limit)
+    if found is None:
+        raise SystemExit(f"no width/depth variant of {cfg.genome} meets {limit:.4g} ms on {profile.name}")
+    logging.warning("scaled baseline: %s (predicted %.4g ms <= %.4g ms)", found, predictor.predict(found), limit)
+    return found
 
 
 def run_strategy(cfg, out: Path, reuse: bool) -> dict:
@@ -127,6 +148,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="read finished runs under --out instead of rerunning them")
     ap.add_argument("--generations", type=int, help="the searches' generations per task (default: the preset's)")
     ap.add_argument("--final-steps", type=int, help="the searches' expert training steps (default: the preset's)")
+    ap.add_argument("--scaled-baseline", action="store_true", help="baselines train the hand-picked net's largest "
+                    "width/depth variant that meets the latency limit on --target (needs --latency-budget)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     preset = "tiny" if args.quick else args.preset
@@ -136,6 +159,8 @@ def main() -> None:
         ap.error(f"unknown strategies {unknown}; choose from {STRATEGIES}")
     if args.budget_s is None and any(s not in SEARCHES for s in strategies) and "pcl" not in strategies:
         ap.error("without pcl in --strategies, give --budget-s")
+    if args.scaled_baseline and not (args.target and args.latency_budget):
+        ap.error("--scaled-baseline needs --target and --latency-budget")
     if args.out:
         out = Path(args.out)
     else:
@@ -159,6 +184,9 @@ def main() -> None:
     sps = steps = None
     if baselines:
         base_cfg = preset_config(preset, args.data, seed=args.seed, strategy="fixed")
+        if args.scaled_baseline:
+            base_cfg = dataclasses.replace(base_cfg, genome=str(scaled_baseline(base_cfg, stream, args.target,
+                                                                                args.latency_budget)))
         n_tasks = len(stream)
         stored = [json.loads((out / s / "config.json").read_text())["final"]["steps"] for s in baselines
                   if args.reuse and (out / s / "summary.json").is_file()]
@@ -171,7 +199,7 @@ def main() -> None:
                         "reused" if sps is None else f"{sps * 1e3:.1f}", steps)
         for s in baselines:
             cfg = preset_config(preset, args.data, seed=args.seed, strategy=s)
-            cfg = dataclasses.replace(cfg, final=dataclasses.replace(cfg.final, steps=steps))
+            cfg = dataclasses.replace(cfg, genome=base_cfg.genome, final=dataclasses.replace(cfg.final, steps=steps))
             summaries[s] = run_strategy(cfg, out / s, args.reuse)
 
     shape = tuple(stream.tasks[0].spec.shape)
@@ -208,7 +236,8 @@ def main() -> None:
     kind = args.data.partition(":")[0]
     name = "cl_quality-" + ("cifar10" if kind == "imagefolder" and "cifar" in args.data.lower() else kind)
     result = {"data": args.data, "preset": preset, "seed": args.seed, "budget_s": budget, "out": str(out),
-              "baseline_genome": preset_config(preset, args.data).genome, "baseline_steps_per_task": steps,
+              "baseline_genome": base_cfg.genome if baselines else preset_config(preset, args.data).genome,
+              "scaled_baseline": args.scaled_baseline, "baseline_steps_per_task": steps,
               "baseline_seconds_per_step": sps, "profile": str(args.profile), "strategies": summaries}
     _common.write(name, args, result, text)
 
