@@ -11,8 +11,10 @@ schedule (``recipe.Schedule``), so the steps of a lineage add up to one cosine i
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from ..space import Genome, inherit_weights
@@ -24,10 +26,11 @@ from .trainer import (
     build_seeded,
     default_device,
     derive_seed,
+    drain,
     evaluate,
     reset_head,
     torch_threads,
-    train,
+    training_steps,
 )
 
 
@@ -51,13 +54,17 @@ class Candidate:
 
 
 def train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Individual:
+    with torch_threads(cfg.threads):
+        return drain(candidate_steps(cand, task, cfg))
+
+
+def candidate_steps(cand: Candidate, task: SearchTask, cfg: TrainConfig, *, device: torch.device | None = None,
+                    graphs: bool = False) -> Generator[None, None, Individual]:
+    """``train_candidate`` one optimizer step per ``next()`` (the ``gpu`` executor interleaves several), on
+    ``device`` (default: ``default_device()``); ``graphs``: replay each step as a CUDA graph. The thread count is
+    the caller's to set."""
     if not isinstance(task, SearchTask):  # a TensorTask carries the test split: never into search work
         raise TypeError(f"search work takes a SearchTask (train and validation only), not {type(task).__name__}")
-    with torch_threads(cfg.threads):
-        return _train_candidate(cand, task, cfg)
-
-
-def _train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Individual:
     start = time.perf_counter()
     seed = derive_seed(cand.run_seed, cand.uid) if cand.rung == 0 else derive_seed(cand.run_seed, cand.uid, cand.rung)
     net = build_seeded(cand.genome, task.in_channels, task.num_classes, seed)
@@ -69,8 +76,8 @@ def _train_candidate(cand: Candidate, task: SearchTask, cfg: TrainConfig) -> Ind
                                     include_head=not cand.new_head, preserve_depth=cand.preserve_depth)
         if cand.new_head:
             reset_head(net, task.num_classes, derive_seed(seed, "head"))
-    net.to(default_device())
-    train(net, task.train, cfg, seed, cand.schedule)
+    net.to(device or default_device())
+    yield from training_steps(net, [(net, task.train)], cfg, seed, cand.schedule, graphs=graphs)
     val = evaluate(net, task.val)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     extra = dict(cand.extra or {})
@@ -90,3 +97,7 @@ def failed_candidate(cand: Candidate, exc: BaseException, task: SearchTask, **_:
     return Individual(uid=cand.uid, genome=cand.genome, state=dict(cand.parent_state or {}), val_acc=0.0,
                       params=genome_params(cand.genome, task.in_channels, task.num_classes), parent=cand.parent,
                       op=cand.op, extra={"failed": type(exc).__name__}, position=cand.schedule.start)
+
+
+# train_candidate as a step generator, for executors that interleave trainings (executors/gpu.py)
+train_candidate.stepwise = candidate_steps  # type: ignore[attr-defined]

@@ -10,8 +10,9 @@ import contextvars
 import functools
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from .recipe import Schedule, TrainConfig  # noqa: F401  (TrainConfig re-exporte
 # The label of a step progress bar for trainings run in this thread (None: no bar). Set by step_progress() around a
 # long training done in this process (an expert's final training, a baseline's); a worker process never sets it, so
 # proxy trainings in parallel keep their one bar per batch of candidates.
+R = TypeVar("R")
 _STEP_BAR: contextvars.ContextVar[str | None] = contextvars.ContextVar("pcl_edge_step_bar", default=None)
 
 
@@ -118,72 +120,107 @@ class TensorTask:
         return SearchTask(self.id, self.num_classes, self.in_channels, self.train, self.val)
 
 
-def _augment(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
-    """Random shift by up to h/8 px (zero padded), and a horizontal flip for ``shift-flip``; per sample."""
-    if mode == "none":
-        return x
-    n, c, h, w = x.shape
-    pad = max(1, h // 8)  # 4 px at 32x32, 1 px at 8x8
-    xp = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
-    cols = (dx[:, None] + torch.arange(w)).view(n, 1, 1, w).expand(n, c, h, w)
-    out = xp.gather(2, rows).gather(3, cols)
-    if mode == "shift-flip":
-        flip = torch.rand(n, generator=gen) < 0.5
-        out[flip] = out[flip].flip(3)
-    return out
-
-
-def train(net: nn.Module, data: TensorSplit, cfg: TrainConfig, seed: int, schedule: Schedule | None = None) -> float:
+def train(net: nn.Module, data: TensorSplit, cfg: TrainConfig, seed: int, schedule: Schedule | None = None,
+          *, resident: bool = True) -> float:
     """Train ``net`` in place for ``cfg.steps`` optimizer steps; returns the mean training loss. ``schedule``: where
     this training sits in its lineage's learning-rate schedule (default: a cosine of its own)."""
-    return train_multi(net, [(net, data)], cfg, seed, schedule)
+    return train_multi(net, [(net, data)], cfg, seed, schedule, resident=resident)
 
 
 def train_multi(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], cfg: TrainConfig, seed: int,
-                schedule: Schedule | None = None) -> float:
+                schedule: Schedule | None = None, *, resident: bool = True) -> float:
     """Train all parameters of ``module``; step s uses ``views[s % len(views)]`` (a forward and its data), so
     several task heads on one trunk train jointly, round robin."""
-    gen = torch.Generator().manual_seed(seed)
+    return drain(training_steps(module, views, cfg, seed, schedule, resident=resident))
+
+
+def drain(steps: Generator[None, None, R]) -> R:
+    """Run a step generator (``training_steps``, ``candidate.candidate_steps``) to its end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def training_steps(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]], cfg: TrainConfig, seed: int,
+                   schedule: Schedule | None = None, *, resident: bool = True,
+                   graphs: bool = False) -> Generator[None, None, float]:
+    """``train_multi`` one optimizer step per ``next()``; returns the mean training loss. An executor that keeps
+    several trainings in flight in one process (the ``gpu`` executor) interleaves these generators.
+
+    Every draw (batch indices, shifts, flips) is made up front from ``seed`` (``batches.draw``), in the order the
+    per-step trainer made them. ``resident``: the data is on the model's device (``resident.on_device``) and each
+    batch is gathered and augmented there; the losses stay there until the end (no device sync per step). Otherwise
+    each batch is built on the host and copied over, and each loss read back (the path this trainer had first; same
+    numbers on the CPU). ``graphs`` (CUDA only): after a few eager steps, one whole step (batch, forward, backward,
+    SGD) is captured in a CUDA graph and replayed (``cuda_graph.GraphedStep``)."""
+    from .batches import Grid, apply, draw
+    from .resident import on_device
+
     total = max(1, cfg.steps)
     schedule = schedule or Schedule()
+    dev = next(module.parameters()).device
+    plan = draw([len(d) for _, d in views], [d.x.shape[2] for _, d in views], total, cfg.batch_size, cfg.augment,
+                seed)
+    cuda = dev.type == "cuda"
+    if cuda:
+        module.to(memory_format=torch.channels_last)
+    module.train()
+    if graphs and cuda and resident and len(views) == 1:
+        from .cuda_graph import graphed_training
+
+        return (yield from graphed_training(module, views[0][0], on_device(views[0][1], dev), plan.to(dev), cfg,
+                                            schedule))
     opt = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule.factor(s, total))
-    module.train()
-    dev = next(module.parameters()).device  # data stays on the CPU; each batch moves to the model's device
-    orders = [torch.empty(0, dtype=torch.long) for _ in views]
-    losses = []
+    data = [on_device(d, dev) if resident else d for _, d in views]
+    grids = [Grid.for_batch(d.x) for d in data]
+    steps_plan = plan.to(dev) if resident else plan
+    losses = torch.zeros(total, device=dev) if resident else np.zeros(total, dtype=np.float32)
     desc = _STEP_BAR.get()
     steps = range(total) if desc is None else progress(range(total), desc=desc, unit="step")
     for step in steps:
-        k = step % len(views)
-        forward, data = views[k]
-        if orders[k].numel() < cfg.batch_size:
-            orders[k] = torch.cat([orders[k], torch.randperm(len(data), generator=gen)])
-        idx, orders[k] = orders[k][: cfg.batch_size], orders[k][cfg.batch_size:]
-        x = _augment(data.x[idx], cfg.augment, gen).to(dev)
-        loss = F.cross_entropy(forward(x), data.y[idx].to(dev), label_smoothing=cfg.label_smoothing)
+        k = int(plan.view[step])
+        forward, split = views[k][0], data[k]
+        x = apply(split.x, steps_plan, step, grids[k]).to(dev, torch.float32)
+        y = split.y.index_select(0, steps_plan.idx[step]).to(dev)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for group in opt.param_groups:  # what LambdaLR(base lr x factor) set, computed here
+            group["lr"] = cfg.lr * schedule.factor(step, total)
+        loss = F.cross_entropy(forward(x), y, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+        losses[step] = loss.detach() if resident else float(loss.detach())
+        yield
     module.eval()
-    return float(np.mean(losses))
+    return mean_loss(losses)
+
+
+def mean_loss(losses: Tensor | np.ndarray) -> float:
+    """The mean of a training's float32 step losses, in float64 (one read-back when they are on a device)."""
+    values = losses.detach().cpu().numpy() if isinstance(losses, Tensor) else losses
+    return float(np.mean(values.astype(np.float64)))
 
 
 @torch.inference_mode()
 def evaluate(net: nn.Module, data: TensorSplit, batch_size: int = 512) -> float:
+    """Accuracy of ``net`` on ``data``, computed where the net is (on the data's resident copy there); one read-back
+    at the end."""
+    from .resident import on_device
+
     net.eval()
     dev = next(net.parameters()).device
-    correct = 0
+    data = on_device(data, dev)
+    correct = torch.zeros((), dtype=torch.long, device=dev)
     for i in range(0, len(data), batch_size):
-        pred = net(data.x[i: i + batch_size].to(dev)).argmax(1).cpu()
-        correct += int((pred == data.y[i: i + batch_size]).sum())
-    return correct / max(1, len(data))
+        x = data.x[i: i + batch_size].to(torch.float32)
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        correct += (net(x).argmax(1) == data.y[i: i + batch_size]).sum()
+    return int(correct) / max(1, len(data))
 
 
 def default_device() -> torch.device:

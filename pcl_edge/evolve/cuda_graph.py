@@ -1,0 +1,122 @@
+"""One whole training step in a CUDA graph: a tiny network's step is a few hundred kernel launches of microseconds
+each, so on a large GPU the host's launching, not the arithmetic, is the cost. Captured once, a step is one
+``replay()``: the batch gather and augmentation, forward, backward and the SGD update, all on the device, reading
+the step's row of the plan from static buffers that are refilled (four small device copies) before each replay.
+
+The optimizer is SGD with Nesterov momentum and weight decay, the trainer's, written with ``torch._foreach_*`` ops
+and the learning rate in a device tensor, so nothing in the captured step reads a host value (torch's own SGD turns
+a tensor learning rate into a host number on its foreach path). Without CUDA (``capture=False``) the same step runs
+eagerly: that is how its arithmetic is checked against ``torch.optim.SGD`` on a machine without a GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .batches import Grid, StepPlan, augment
+from .recipe import Schedule, TrainConfig
+
+# eager steps before the capture: cuDNN picks its algorithms and the autograd/allocator state settles (PyTorch's
+# CUDA graph notes use a few warm-up iterations on a side stream); they are training steps like the others
+WARMUP_STEPS = 3
+
+
+class ForeachSGD:
+    """SGD, Nesterov momentum, L2 weight decay and no dampening (``torch.optim.SGD(nesterov=True)``), with the rate
+    in a tensor on the parameters' device. Momentum buffers start at zero, which equals torch's first step
+    (``buf = grad``)."""
+
+    def __init__(self, params: list[Tensor], lr: float, momentum: float, weight_decay: float) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr = torch.tensor(lr, dtype=torch.float32, device=self.params[0].device)
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.bufs = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()  # kept allocated: a captured graph writes the same memory every replay
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        d_p = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        torch._foreach_mul_(self.bufs, self.momentum)
+        torch._foreach_add_(self.bufs, d_p)
+        torch._foreach_add_(d_p, self.bufs, alpha=self.momentum)  # nesterov
+        torch._foreach_mul_(d_p, self.lr)
+        torch._foreach_sub_(self.params, d_p)
+
+
+class GraphedStep:
+    """``fn()`` captured once into a CUDA graph (``capture=True``) and replayed, or run eagerly (``capture=False``).
+    ``inputs`` are the static tensors ``fn`` reads; ``run(*values)`` copies ``values`` into them first."""
+
+    def __init__(self, fn: Callable[[], None], inputs: list[Tensor], capture: bool) -> None:
+        self.fn, self.inputs, self.graph = fn, inputs, None
+        if capture:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                fn()
+
+    def run(self, *values: Tensor) -> None:
+        for static, value in zip(self.inputs, values):
+            static.copy_(value, non_blocking=True)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.fn()
+
+
+def graphed_training(module: nn.Module, forward: nn.Module, data, plan: StepPlan, cfg: TrainConfig,
+                     schedule: Schedule, capture: bool | None = None) -> Generator[None, None, float]:
+    """``trainer.training_steps`` for one view whose data and plan are on the module's device: ``WARMUP_STEPS`` eager
+    steps, then the captured step replayed. Yields after every step; returns the mean loss (read back once)."""
+    from .trainer import mean_loss
+
+    dev = next(module.parameters()).device
+    capture = dev.type == "cuda" if capture is None else capture
+    total = plan.steps
+    opt = ForeachSGD(list(module.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay)
+    losses = torch.zeros(total, device=dev)
+    grid = Grid.for_batch(data.x)
+    idx, dy, dx, flip = (t[0].clone() for t in (plan.idx, plan.dy, plan.dx, plan.flip))
+    slot = torch.zeros((), dtype=torch.long, device=dev)  # which entry of ``losses`` this step writes
+
+    def step() -> None:
+        x = augment(data.x.index_select(0, idx), plan.augment, dy, dx, flip, grid).to(torch.float32)
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(forward(x), data.y.index_select(0, idx), label_smoothing=cfg.label_smoothing)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.index_copy_(0, slot.view(1), loss.detach().view(1))
+
+    eager = GraphedStep(step, [idx, dy, dx, flip, slot], capture=False)
+    graphed: GraphedStep | None = None
+    for s in range(total):
+        opt.lr.fill_(cfg.lr * schedule.factor(s, total))
+        row = (plan.idx[s], plan.dy[s], plan.dx[s], plan.flip[s], torch.full_like(slot, s))
+        if s < WARMUP_STEPS or not capture:
+            eager.run(*row)
+        else:
+            if graphed is None:
+                graphed = _capture(step, [idx, dy, dx, flip, slot])
+            graphed.run(*row)
+        yield
+    module.eval()
+    return mean_loss(losses)
+
+
+def _capture(step: Callable[[], None], inputs: list[Tensor]) -> GraphedStep:
+    """Capture on a side stream (what ``torch.cuda.graph`` requires), after the eager warm-up steps."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        graphed = GraphedStep(step, inputs, capture=True)
+    torch.cuda.current_stream().wait_stream(side)
+    return graphed
