@@ -80,9 +80,10 @@ def _executor_args(p) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="local executor: processes training candidates side by side (default 0: one per usable "
                         "core, or $PCL_EDGE_WORKERS; 1: in this process); same results either way")
-    p.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="where candidates train: this machine's worker processes (local, default; see --workers) or "
-                        "Ray tasks; same results either way")
+    p.add_argument("--executor", default="local", choices=["local", "gpu", "ray"],
+                   help="where candidates train: this machine's worker processes (local, default; see --workers), "
+                        "K trainings in flight on one GPU (gpu; see --slots) or Ray tasks")
+    p.add_argument("--slots", type=int, default=16, help="gpu executor: trainings in flight at once (default 16)")
     p.add_argument("--ray-address", help="an existing Ray cluster (auto | HOST:PORT); default: start a local one")
     p.add_argument("--cpus-per-trial", type=float, default=1,
                    help="Ray: CPUs reserved per candidate (its torch threads come from the recipe: --threads; "
@@ -131,6 +132,8 @@ def _explicit(args) -> list[str]:
 
 def _run_options(args) -> dict:
     options = {"workers": args.workers} if args.executor == "local" else {}
+    if args.executor == "gpu":
+        options = {"slots": args.slots}
     if args.executor == "ray":
         options = {"address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
                    "gpus_per_trial": args.gpus_per_trial}

@@ -82,8 +82,8 @@ def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str
             executor: str, progress: bool, on_task_end: Callable | None, executor_options: dict | None) -> dict:
     """The run itself (``evolve`` without the console).
 
-    ``executor`` ("local" or "ray") is not part of the run's configuration: it changes where candidates train, not
-    what they compute, so a run may be resumed under another executor."""
+    ``executor`` ("local", "gpu" or "ray") is not part of the run's configuration: it changes where candidates
+    train, not what they compute, so a run may be resumed under another executor."""
     run_options = dict(executor=executor, progress=progress, on_task_end=on_task_end,
                        executor_options=executor_options)
     if resume is not None:
@@ -203,7 +203,7 @@ def _run(cfg: EvolveConfig, stream, run: RunDir, executor: str, progress: bool, 
     log.info("run directory %s; %d tasks from %s; test split: %s", run.path, len(stream), stream.name,
              stream.test_split)
     options = dict(executor_options or {})
-    if executor == "ray":
+    if executor in ("ray", "gpu"):
         options.setdefault("on_failure", failed_candidate)
     drift = _check_target(cfg)  # before the executor starts its workers: they would compete with the timing
     learner = get_strategy(cfg.strategy)(cfg, stream, run, create_executor(executor, progress=progress, **options),

@@ -1,5 +1,5 @@
-"""Executors run candidates; the learner only sees this protocol (a local loop today, Ray behind the same
-interface)."""
+"""Executors run candidates; the learner only sees this protocol: worker processes on this machine (``local``),
+K trainings in flight on one GPU (``gpu``), Ray tasks (``ray``)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,6 @@ EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
 
 
 def create_executor(name: str = "local", **kwargs) -> Executor:
-    from . import local, ray  # noqa: F401  (registration; ray itself is imported only when used)
+    from . import gpu, local, ray  # noqa: F401  (registration; ray itself is imported only when used)
 
     return EXECUTORS.get(name)(**kwargs)

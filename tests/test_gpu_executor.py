@@ -1,0 +1,164 @@
+"""Issue 24 part 1 item 2: the ``gpu`` executor keeps K trainings in flight in one process. Its scheduling (slots,
+refills, failures, an interrupted map, resume) runs here on the CPU, where it must give the local executor's results
+bit for bit; what needs CUDA (streams, graphs) is marked ``gpu``."""
+
+import pytest
+import torch
+
+from pcl_edge.evolve import evolve, preset_config
+from pcl_edge.evolve.executors import create_executor
+from pcl_edge.evolve.executors.gpu import SlotStats, run_slots
+from tests.test_learner import assert_same_experts, expert_states
+
+
+def counting(log, n_steps):
+    """A fake training: ``n_steps[i]`` steps, each logged as (item, step); returns the item times 10."""
+    def start(i):
+        for s in range(n_steps[i]):
+            log.append((i, s))
+            yield
+        return i * 10
+    return start
+
+
+def test_results_come_back_in_submission_order_with_at_most_k_in_flight():
+    log, stats = [], SlotStats()
+    lengths = [5, 1, 3, 1, 4, 2, 1]
+    out = run_slots(list(range(7)), counting(log, lengths), slots=3, stats=stats)
+    assert out == [i * 10 for i in range(7)]
+    assert stats.peak == 3 and stats.started == stats.finished == 7 and stats.failed == 0
+    assert stats.refills == 4 and stats.steps == sum(lengths)
+    spans = {i: (log.index((i, 0)), log.index((i, lengths[i] - 1))) for i in range(7)}
+    assert max(sum(a <= k <= b for a, b in spans.values()) for k in range(len(log))) <= 3  # never more than 3 at once
+    assert stats.order.index(1) < stats.order.index(0)  # the short one finished first...
+    assert log.index((3, 0)) < log.index((0, 4))  # ...and its slot was refilled while item 0 still trained
+
+
+def test_round_robin_one_step_each():
+    log = []
+    run_slots([0, 1], counting(log, [3, 3]), slots=2)
+    assert log == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
+
+
+class FakeOOM(RuntimeError):
+    pass
+
+
+def failing_at(bad, at_step, error=FakeOOM):
+    closed = []
+
+    def start(i):
+        try:
+            for s in range(3):
+                if i == bad and s == at_step:
+                    raise error("out of memory")
+                yield
+            return i
+        finally:
+            closed.append(i)
+    return start, closed
+
+
+def test_a_failure_is_scored_and_its_slot_refilled():
+    start, _ = failing_at(bad=1, at_step=1)
+    stats = SlotStats()
+    out = run_slots(list(range(5)), start, slots=2, is_failure=lambda e: isinstance(e, FakeOOM),
+                    on_failure=lambda item, exc: f"failed {item}: {exc}", stats=stats)
+    assert out == [0, "failed 1: out of memory", 2, 3, 4] and stats.failed == 1 and stats.finished == 4
+
+
+def test_any_other_error_closes_the_trainings_in_flight_and_propagates():
+    start, closed = failing_at(bad=2, at_step=1, error=ValueError)
+    with pytest.raises(ValueError):
+        run_slots(list(range(6)), start, slots=3, is_failure=lambda e: isinstance(e, FakeOOM),
+                  on_failure=lambda item, exc: None)
+    assert sorted(closed) == [0, 1, 2]  # 0 and 1 were in flight: closed, not left holding memory
+    with pytest.raises(ValueError, match="slots"):
+        run_slots([1], counting([], [1]), slots=0)
+
+
+def test_streams_are_reused_by_the_slot_that_takes_over():
+    made = []
+
+    def stream():
+        made.append(object())
+        return made[-1]
+
+    entered = []
+    run_slots(list(range(6)), counting([], [2] * 6), slots=2, stream=stream,
+              enter=lambda s: entered.append(s) or __import__("contextlib").nullcontext())
+    assert len(made) == 2 and set(map(id, entered)) == set(map(id, made))
+
+
+def _tiny():
+    return preset_config("tiny", "digits", tasks="2x2", generations=2, rungs=(5, 10), screen=3)
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-exec") / "local"
+    return out, evolve(_tiny(), out=out, progress=False, executor_options={"workers": 1})
+
+
+def test_the_gpu_executor_on_the_cpu_gives_the_local_executor_s_experts(local_reference, tmp_path):
+    ref_out, ref = local_reference
+    s = evolve(_tiny(), out=tmp_path / "g", progress=False, executor="gpu", executor_options={"slots": 3})
+    assert_same_experts(expert_states(ref_out), expert_states(tmp_path / "g"))
+    assert s["accuracy_matrix"] == ref["accuracy_matrix"]
+
+
+def test_resume_under_the_gpu_executor_after_an_interruption(local_reference, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_task(t, learner):
+        if t == 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        evolve(_tiny(), out=tmp_path / "r", progress=False, executor="gpu", executor_options={"slots": 4},
+               on_task_end=stop_after_first_task)
+    evolve(resume=tmp_path / "r", progress=False, executor="gpu", executor_options={"slots": 2})
+    assert_same_experts(expert_states(local_reference[0]), expert_states(tmp_path / "r"))
+
+
+def test_out_of_memory_in_one_candidate_scores_it_failed(monkeypatch):
+    from pcl_edge.evolve import candidate as cand_mod
+    from pcl_edge.evolve.candidate import Candidate, failed_candidate, train_candidate
+    from pcl_edge.evolve.trainer import TensorSplit, TensorTask
+    from pcl_edge.space import Genome
+
+    real = cand_mod.candidate_steps
+
+    def steps(cand, task, cfg, **kw):
+        if cand.uid == "boom":
+            yield
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+        return (yield from real(cand, task, cfg, **kw))
+
+    monkeypatch.setattr(train_candidate, "stepwise", steps)
+    g = torch.Generator().manual_seed(0)
+    split = TensorSplit(torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 2, (64,), generator=g))
+    task = TensorTask(1, 2, 1, split, split, split).search_view()
+    genome = Genome.parse("d2_w8_p1_x1_s0:res-k3_s1:res-k3")
+    cands = [Candidate(uid=u, genome=genome, op="init", run_seed=0) for u in ("a", "boom", "c")]
+    ex = create_executor("gpu", progress=False, slots=2, device="cpu", on_failure=failed_candidate)
+    out = ex.map(train_candidate, cands, shared={"task": task, "cfg": preset_config("tiny").proxy})
+    assert [o.uid for o in out] == ["a", "boom", "c"] and out[1].extra == {"failed": "OutOfMemoryError"}
+    assert out[0].val_acc > 0 and ex.stats.failed == 1
+
+
+def test_the_cli_takes_the_gpu_executor_and_its_slots():
+    from pcl_edge.cli import _run_options, build_parser
+
+    args = build_parser().parse_args(["evolve", "--executor", "gpu", "--slots", "8"])
+    assert _run_options(args)["executor_options"] == {"slots": 8}
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_k_slots_give_the_one_slot_results(local_reference, tmp_path):
+    """On CUDA, interleaving on streams changes no candidate's numbers: K=8 equals K=1 bit for bit."""
+    one = evolve(_tiny(), out=tmp_path / "k1", progress=False, executor="gpu", executor_options={"slots": 1})
+    eight = evolve(_tiny(), out=tmp_path / "k8", progress=False, executor="gpu", executor_options={"slots": 8})
+    assert_same_experts(expert_states(tmp_path / "k1"), expert_states(tmp_path / "k8"))
+    assert one["accuracy_matrix"] == eight["accuracy_matrix"]
