@@ -93,3 +93,26 @@ def test_lifecycle_quick_runs_the_readme_loop_end_to_end(tmp_path):
     kills = [s for s in rec["result"]["steps"] if s["step"].startswith("kill -9")]
     assert [(k["tasks"], k.get("serves_v2", k.get("serves_v1"))) for k in kills] == [(5, True), (3, True)]
     assert "pcl-edge learn runs/stream --tasks 2x2" in steps
+
+
+def test_gpu_check_dry_run_then_export_here(tmp_path):
+    """Issue 24: the device check, prepared here: every part at toy sizes on the CPU, then what it brings back is
+    exported with the parity check, as after a device call."""
+    pytest.importorskip("onnxruntime", reason="the export's parity check needs onnxruntime (the 'ort' extra)")
+    out = tmp_path / "device-out"
+    rec = run_bench("gpu_check", tmp_path, "--out", str(out))
+    res = json.loads((out / "gpu_check.json").read_text())  # what a device call brings back
+    assert rec["result"]["throughput"] == res["throughput"] and res["device"] == "cpu" and res["dry_run"]
+    rows = res["throughput"]["rows"]
+    assert [r["variant"] for r in rows] == ["today (host batches, one at a time)", "device-resident (one at a time)",
+                                            "gpu executor, K=1", "gpu executor, K=2", "gpu executor, K=4"]
+    assert all(r["candidates"] >= 1 and r["candidates_per_min"] > 0 for r in rows)
+    assert res["throughput"]["identical_across_k"] and res["throughput"]["paths_agree_on_first"]
+    assert [r["peak_in_flight"] for r in rows[2:]] == [1, 2, 4]
+    assert res["evolve"]["rc"] == 0 and res["evolve"]["summary"]["bwt"] == 0.0 and len(res["evolve"]["experts"]) == 2
+    assert res["run_parts"] and not (out / "run").exists()
+    after = tmp_path / "after.json"
+    subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--after", str(out), "--json", str(after)],
+                   check=True, cwd=tmp_path, capture_output=True, timeout=600)
+    back = json.loads(after.read_text())["result"]
+    assert back["export_here"]["tasks"] == [1, 2] and back["export_here"]["max_abs_diff"] < 1e-4
