@@ -56,7 +56,7 @@ class Sampler:
         self.tools: list[str] = []
         if shutil.which("nvidia-smi"):
             self._start(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
-                         f"-lms={every_ms}"], self._read_smi)
+                         f"--loop-ms={every_ms}"], self._read_smi)
             self.tools.append("nvidia-smi utilization.gpu")
         if shutil.which("dcgmi"):
             self._start(["dcgmi", "dmon", "-e", "1002", "-d", str(every_ms)], self._read_dcgm)
@@ -157,36 +157,43 @@ def throughput(args, sampler: Sampler, device) -> dict:
 
     rows = [timed("today (host batches, one at a time)", lambda: one_at_a_time(False)),
             timed("device-resident (one at a time)", lambda: one_at_a_time(True))]
+    # the K variants train every genome, unless one at a time did not get through them all within its cap: then
+    # twice what it finished (K=1 runs about as fast as one at a time), so that the check keeps to its call
+    n_k = len(cands) if rows[1]["candidates"] == len(cands) else max(2 * max(args.slots), 2 * rows[1]["candidates"])
     by_k = {}
     for k in args.slots:
         ex = create_executor("gpu", progress=False, slots=k, device=str(device))
         row = timed(f"gpu executor, K={k}", lambda ex=ex: [i.val_acc for i in ex.map(
-            train_candidate, cands, shared={"task": view, "cfg": recipe})])
+            train_candidate, cands[:n_k], shared={"task": view, "cfg": recipe})])
         row["slots"] = k
         row["peak_in_flight"] = ex.stats.peak
         rows.append(row)
         by_k[k] = row["val_acc"]
     accs = list(by_k.values())
+    both = min(len(rows[0]["val_acc"]), len(rows[1]["val_acc"]))
     return {"genomes": [str(g) for g in genomes], "params": params, "steps": args.steps, "batch": args.batch,
-            "rows": rows, "identical_across_k": all(a == accs[0] for a in accs),
-            "paths_agree_on_first": rows[0]["val_acc"][:3] == rows[1]["val_acc"][:3]}
+            "tasks": len(stream), "rows": rows, "identical_across_k": all(a == accs[0] for a in accs),
+            # host float32 batches vs the resident copy (float16 on a GPU: small differences expected there)
+            "max_val_acc_diff_host_vs_resident": max((abs(a - b) for a, b in zip(rows[0]["val_acc"][:both],
+                                                                                 rows[1]["val_acc"][:both])),
+                                                     default=None)}
 
 
 # -- (b) evolve --------------------------------------------------------------------------------------------------------
-def plan_generations(rate_per_min: float, args) -> int:
-    """Generations that fit ``--evolve-s``: each task trains about population (+ its children per generation)
-    candidates at the K=16 rate; 40 % of the time is left for decoding, the experts' trainings and evaluation."""
+def plan_generations(rate_per_min: float, n_tasks: int, seconds: float, args) -> int:
+    """Generations that fit ``seconds``: each task trains about population (+ its children per generation)
+    candidates at the K=16 rate (of shallow random genomes: evolved ones grow deeper, hence the margin); 40 % of the
+    time is left for decoding, the experts' trainings and evaluation."""
     from pcl_edge.evolve import preset_config
 
     cfg = preset_config(args.preset, args.data, tasks=args.tasks)
-    n_tasks = int(str(args.tasks).split("x")[0])
-    per_task_s = 0.6 * args.evolve_s / n_tasks
+    per_task_s = 0.6 * seconds / n_tasks
     per_cand_s = 60 / max(rate_per_min, 1e-6) * (args.proxy_steps / args.steps)
     cands = per_task_s / per_cand_s
     return int(np.clip((cands - cfg.population) // max(1, cfg.num_children), 1, cfg.generations))
 
 
-def evolve_run(args, out: Path, generations: int, sampler: Sampler) -> dict:
+def evolve_run(args, out: Path, generations: int, timeout_s: float, sampler: Sampler) -> dict:
     run = out / "run"
     cmd = [sys.executable, "-m", "pcl_edge.cli", "evolve", "--preset", args.preset, "--data", args.data,
            "--tasks", args.tasks, "--executor", "gpu", "--slots", "16", "--generations", str(generations),
@@ -194,10 +201,11 @@ def evolve_run(args, out: Path, generations: int, sampler: Sampler) -> dict:
     log.info("(b) %s", " ".join(cmd))
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, timeout=1.5 * args.evolve_s, capture_output=True, text=True)
+        proc = subprocess.run(cmd, timeout=timeout_s, capture_output=True, text=True)
         rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-4000:]
-    except subprocess.TimeoutExpired as exc:
-        rc, tail = "timeout", str(exc.stderr or "")[-4000:]
+    except subprocess.TimeoutExpired as exc:  # the run directory stays resumable: --resume finishes it
+        err = exc.stderr or b""
+        rc, tail = "timeout", (err.decode(errors="replace") if isinstance(err, bytes) else err)[-4000:]
     end = time.perf_counter()
     result = {"command": cmd, "rc": rc, "wall_s": round(end - start, 1), "gpu": sampler.summary(start, end),
               "log_tail": tail}
@@ -248,6 +256,10 @@ def after(args) -> None:
     os.chdir(work)
     try:
         m = export_bundle(work / "run", work / "bundle")
+    except Exception as exc:  # noqa: BLE001 - recorded: a run that timed out before its first expert has none
+        result["export_here"] = {"error": f"{type(exc).__name__}: {exc}"}
+        _common.write("gpu_check", args, result)
+        raise
     finally:
         os.chdir(cwd)
     result["export_here"] = {"tasks": [t["id"] for t in m["tasks"]],
@@ -270,6 +282,7 @@ def main() -> None:
     ap.add_argument("--slots", default="1,8,16,32")
     ap.add_argument("--path-cap-s", type=float, default=45, help="time cap of each one-at-a-time path")
     ap.add_argument("--evolve-s", type=float, default=300, help="(b)'s target wall time")
+    ap.add_argument("--budget-s", type=float, default=480, help="the whole check's limit (the device call's 8 min)")
     ap.add_argument("--proxy-steps", type=int, default=200)
     ap.add_argument("--final-steps", type=int, default=2000)
     ap.add_argument("--skip-evolve", action="store_true")
@@ -287,6 +300,7 @@ def main() -> None:
     if args.dry_run:
         args.data, args.tasks, args.preset, args.genomes, args.steps, args.batch = "digits", "2x2", "tiny", 6, 20, 32
         args.slots, args.path_cap_s, args.evolve_s, args.proxy_steps, args.final_steps = "1,2,4", 20, 60, 15, 40
+        args.budget_s = 600
     args.slots = [int(k) for k in str(args.slots).split(",")]
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
     if device.type == "cuda":
@@ -308,8 +322,10 @@ def main() -> None:
         if not args.skip_evolve:
             k16 = next((r for r in result["throughput"]["rows"] if r.get("slots") == (16 if not args.dry_run else 4)),
                        result["throughput"]["rows"][-1])
-            gens = plan_generations(k16["candidates_per_min"], args)
-            result["evolve"] = evolve_run(args, out, gens, sampler)
+            left = args.budget_s - (time.perf_counter() - start) - 45  # 45 s to pack and write what comes back
+            seconds = min(args.evolve_s, left / 1.3)
+            gens = plan_generations(k16["candidates_per_min"], result["throughput"]["tasks"], seconds, args)
+            result["evolve"] = evolve_run(args, out, gens, max(30.0, left), sampler)
             result["evolve"]["generations"] = gens
             result["run_parts"] = pack_run(out / "run", out)
             shutil.rmtree(out / "run", ignore_errors=True)  # its files came back packed

@@ -80,9 +80,10 @@ def _executor_args(p) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="local executor: processes training candidates side by side (default 0: one per usable "
                         "core, or $PCL_EDGE_WORKERS; 1: in this process); same results either way")
-    p.add_argument("--executor", default="local", choices=["local", "gpu", "ray"],
-                   help="where candidates train: this machine's worker processes (local, default; see --workers), "
-                        "K trainings in flight on one GPU (gpu; see --slots) or Ray tasks")
+    p.add_argument("--executor", choices=["local", "gpu", "ray"],
+                   help="where candidates train: this machine's worker processes (local; see --workers), K trainings "
+                        "in flight on one GPU (gpu; see --slots) or Ray tasks. Default: gpu when this process sees a "
+                        "CUDA device (and --workers is not given), else local")
     p.add_argument("--slots", type=int, default=16, help="gpu executor: trainings in flight at once (default 16)")
     p.add_argument("--ray-address", help="an existing Ray cluster (auto | HOST:PORT); default: start a local one")
     p.add_argument("--cpus-per-trial", type=float, default=1,
@@ -130,7 +131,15 @@ def _explicit(args) -> list[str]:
     return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None] + list(args.overrides)
 
 
+def _default_executor() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "local"
+
+
 def _run_options(args) -> dict:
+    if args.executor is None:
+        args.executor = "local" if args.workers else _default_executor()
     options = {"workers": args.workers} if args.executor == "local" else {}
     if args.executor == "gpu":
         options = {"slots": args.slots}

@@ -107,7 +107,7 @@ def test_gpu_check_dry_run_then_export_here(tmp_path):
     assert [r["variant"] for r in rows] == ["today (host batches, one at a time)", "device-resident (one at a time)",
                                             "gpu executor, K=1", "gpu executor, K=2", "gpu executor, K=4"]
     assert all(r["candidates"] >= 1 and r["candidates_per_min"] > 0 for r in rows)
-    assert res["throughput"]["identical_across_k"] and res["throughput"]["paths_agree_on_first"]
+    assert res["throughput"]["identical_across_k"] and res["throughput"]["max_val_acc_diff_host_vs_resident"] == 0
     assert [r["peak_in_flight"] for r in rows[2:]] == [1, 2, 4]
     assert res["evolve"]["rc"] == 0 and res["evolve"]["summary"]["bwt"] == 0.0 and len(res["evolve"]["experts"]) == 2
     assert res["run_parts"] and not (out / "run").exists()

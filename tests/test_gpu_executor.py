@@ -146,13 +146,21 @@ def test_out_of_memory_in_one_candidate_scores_it_failed(monkeypatch):
     out = ex.map(train_candidate, cands, shared={"task": task, "cfg": preset_config("tiny").proxy})
     assert [o.uid for o in out] == ["a", "boom", "c"] and out[1].extra == {"failed": "OutOfMemoryError"}
     assert out[0].val_acc > 0 and ex.stats.failed == 1
+    one = ex.map(train_candidate, cands[:1], shared={"task": task, "cfg": preset_config("tiny").proxy})
+    assert ex.stats.started == 1 and one[0].val_acc == out[0].val_acc  # one item goes through the slots too
 
 
-def test_the_cli_takes_the_gpu_executor_and_its_slots():
+def test_the_cli_takes_the_gpu_executor_and_its_slots(monkeypatch):
     from pcl_edge.cli import _run_options, build_parser
 
-    args = build_parser().parse_args(["evolve", "--executor", "gpu", "--slots", "8"])
-    assert _run_options(args)["executor_options"] == {"slots": 8}
+    def options(*argv):
+        return _run_options(build_parser().parse_args(["evolve", *argv]))
+
+    assert options("--executor", "gpu", "--slots", "8")["executor_options"] == {"slots": 8}
+    assert options()["executor"] == "local"  # no CUDA here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert options()["executor"] == "gpu" and options()["executor_options"] == {"slots": 16}
+    assert options("--workers", "2")["executor"] == "local"  # asking for worker processes means the local one
 
 
 @pytest.mark.gpu

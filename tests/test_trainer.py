@@ -98,12 +98,23 @@ def test_round_robin_views_draw_as_before():
     assert train_multi(new, list(zip(heads_new, (a, b))), cfg, seed=3) == want and _same_weights(ref, new)
 
 
+def test_views_smaller_than_a_batch_train_as_before():
+    """A view of fewer samples than the batch size gives short batches, with as many shifts and flips as samples."""
+    cfg = TrainConfig(steps=9, batch_size=32, augment="shift-flip")
+    small, tiny = _split(20, seed=3), _split(7, seed=4)
+    ref, new = _net(), _net()
+    want = _reference_train_multi(ref, [(ref, small), (ref, tiny)], cfg, seed=1)
+    assert train_multi(new, [(new, small), (new, tiny)], cfg, seed=1) == want and _same_weights(ref, new)
+    assert not batches.draw([20, 7], [8, 8], 9, 32, "shift-flip", 1).uniform
+
+
 def test_a_plan_holds_full_batches_and_in_range_augmentation():
     plan = batches.draw([50, 20], [8, 8], steps=9, batch_size=16, augment="shift-flip", seed=0)
-    assert plan.idx.shape == (9, 16) and plan.view.tolist() == [0, 1] * 4 + [0]
-    assert all(int(plan.idx[s].max()) < (50, 20)[s % 2] for s in range(9))
+    assert plan.uniform and plan.offsets == list(range(0, 16 * 10, 16)) and plan.view == [0, 1] * 4 + [0]
+    assert all(int(plan.rows(s)[0].max()) < (50, 20)[s % 2] for s in range(9))
+    assert all(len(t) == 16 for t in plan.rows(8))
     assert int(plan.dy.min()) >= 0 and int(plan.dy.max()) <= 2 and plan.flip.dtype == torch.bool
-    assert batches.draw([50], [8], 4, 16, "none", 0).dy.shape == (4, 0)
+    assert [len(t) for t in batches.draw([50], [8], 4, 16, "none", 0).rows(3)] == [16, 0, 0, 0]
     with pytest.raises(ValueError, match="augmentation"):
         batches.draw([50], [8], 4, 16, "rotate", 0)
     with pytest.raises(ValueError, match="at least one step"):
@@ -175,6 +186,14 @@ def test_the_graph_capturable_sgd_agrees_with_torch_sgd():
     assert n == cfg.steps and got == pytest.approx(want, rel=1e-4)
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(new.state_dict()[k], v, atol=1e-4, rtol=1e-4)
+
+
+def test_foreach_sgd_skips_a_parameter_without_gradient_as_torch_does():
+    used, unused = torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
+    opt = ForeachSGD([used, unused], lr=0.1, momentum=0.9, weight_decay=0.1)
+    used.sum().backward()
+    opt.step()
+    assert torch.equal(unused.detach(), torch.ones(2)) and not torch.equal(used.detach(), torch.ones(3))
 
 
 def test_foreach_sgd_first_step_is_torch_s():

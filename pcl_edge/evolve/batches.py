@@ -20,65 +20,79 @@ def shift_pad(h: int) -> int:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """Per optimizer step: the view it trains (round robin), the sample indices, the shifts and the flips. All
-    ``[steps, batch]`` tensors; ``dy``/``dx``/``flip`` are empty along the batch when the mode draws none."""
+    """Per optimizer step: the view it trains (round robin), its sample indices, shifts and flips. Step s's rows are
+    ``[offsets[s]:offsets[s + 1]]`` of the flat tensors (``rows``): a batch is ``batch_size`` samples, or fewer when
+    a view holds fewer (as the per-step trainer had it). ``dy``/``dx``/``flip`` are empty when the mode draws none."""
 
     augment: str
-    view: Tensor  # [steps] int64: index into the training's views
-    idx: Tensor  # [steps, batch] int64
-    dy: Tensor  # [steps, batch] int64, in [0, 2 * pad]
+    view: list[int]  # per step: index into the training's views
+    offsets: list[int]  # steps + 1 boundaries into the flat tensors
+    idx: Tensor  # int64
+    dy: Tensor  # int64, in [0, 2 * pad]
     dx: Tensor
-    flip: Tensor  # [steps, batch] bool
+    flip: Tensor  # bool
 
     @property
     def steps(self) -> int:
         return len(self.view)
 
+    @property
+    def uniform(self) -> bool:
+        """Every batch the same size: one captured CUDA graph can replay every step."""
+        return len({b - a for a, b in zip(self.offsets, self.offsets[1:])}) == 1
+
+    def rows(self, step: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        a, b = self.offsets[step], self.offsets[step + 1]
+        return self.idx[a:b], *((t[a:b] if t.numel() else t) for t in (self.dy, self.dx, self.flip))
+
     def to(self, device: torch.device) -> StepPlan:
         if self.idx.device == torch.device(device):
             return self
-        return StepPlan(self.augment, self.view, *(t.to(device, non_blocking=True)
-                                                  for t in (self.idx, self.dy, self.dx, self.flip)))
+        return StepPlan(self.augment, self.view, self.offsets, *(t.to(device, non_blocking=True)
+                                                                 for t in (self.idx, self.dy, self.dx, self.flip)))
 
 
 def draw(sizes: list[int], heights: list[int], steps: int, batch_size: int, augment: str, seed: int) -> StepPlan:
     """The plan of a training of ``steps`` steps over views of ``sizes`` samples (of height ``heights``), step s on
-    view ``s % len(sizes)``. Batches are always full: a view's order is topped up with a new permutation when fewer
-    than ``batch_size`` indices are left."""
+    view ``s % len(sizes)``: a view's order is topped up with a new permutation when fewer than ``batch_size``
+    indices are left, and the shifts and flips of a batch are drawn after its indices, as many as it has samples."""
     if steps < 1:
         raise ValueError(f"a training takes at least one step (got {steps})")
     if augment not in ("none", "shift", "shift-flip"):
         raise ValueError(f"unknown augmentation {augment!r}: none | shift | shift-flip")
     gen = torch.Generator().manual_seed(seed)
     orders = [torch.empty(0, dtype=torch.long) for _ in sizes]
-    view, idx, dy, dx, flip = [], [], [], [], []
+    view, offsets, idx, dy, dx, flip = [], [0], [], [], [], []
     for step in range(steps):
         k = step % len(sizes)
         if orders[k].numel() < batch_size:
             orders[k] = torch.cat([orders[k], torch.randperm(sizes[k], generator=gen)])
-        idx.append(orders[k][:batch_size])
+        batch = orders[k][:batch_size]
         orders[k] = orders[k][batch_size:]
+        n = len(batch)
         view.append(k)
+        idx.append(batch)
+        offsets.append(offsets[-1] + n)
         if augment == "none":
             continue
         span = 2 * shift_pad(heights[k]) + 1
-        dy.append(torch.randint(0, span, (batch_size,), generator=gen))
-        dx.append(torch.randint(0, span, (batch_size,), generator=gen))
+        dy.append(torch.randint(0, span, (n,), generator=gen))
+        dx.append(torch.randint(0, span, (n,), generator=gen))
         if augment == "shift-flip":
-            flip.append(torch.rand(batch_size, generator=gen) < 0.5)
-    return StepPlan(augment, torch.tensor(view, dtype=torch.long), torch.stack(idx), _stack(dy, steps, torch.long),
-                    _stack(dx, steps, torch.long), _stack(flip, steps, torch.bool))
+            flip.append(torch.rand(n, generator=gen) < 0.5)
+    return StepPlan(augment, view, offsets, torch.cat(idx), _cat(dy, torch.long), _cat(dx, torch.long),
+                    _cat(flip, torch.bool))
 
 
-def _stack(rows: list[Tensor], steps: int, dtype: torch.dtype) -> Tensor:
-    return torch.stack(rows) if rows else torch.empty(steps, 0, dtype=dtype)
+def _cat(rows: list[Tensor], dtype: torch.dtype) -> Tensor:
+    return torch.cat(rows) if rows else torch.empty(0, dtype=dtype)
 
 
 def apply(x: Tensor, plan: StepPlan, step: int, grid: Grid | None = None) -> Tensor:
     """Step ``step``'s batch from ``x`` (a view's samples, on any device; the plan on the same one): gathered,
     shifted, flipped. Pure data movement, so its values are those of the per-step trainer's batches exactly."""
-    return augment(x.index_select(0, plan.idx[step]), plan.augment, plan.dy[step], plan.dx[step], plan.flip[step],
-                   grid)
+    idx, dy, dx, flip = plan.rows(step)
+    return augment(x.index_select(0, idx), plan.augment, dy, dx, flip, grid)
 
 
 def augment(batch: Tensor, mode: str, dy: Tensor, dx: Tensor, flip: Tensor, grid: Grid | None = None) -> Tensor:

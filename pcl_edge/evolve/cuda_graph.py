@@ -10,6 +10,8 @@ eagerly: that is how its arithmetic is checked against ``torch.optim.SGD`` on a 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable, Generator
 
 import torch
@@ -22,6 +24,7 @@ from .recipe import Schedule, TrainConfig
 # eager steps before the capture: cuDNN picks its algorithms and the autograd/allocator state settles (PyTorch's
 # CUDA graph notes use a few warm-up iterations on a side stream); they are training steps like the others
 WARMUP_STEPS = 3
+log = logging.getLogger(__name__)
 
 
 class ForeachSGD:
@@ -42,25 +45,36 @@ class ForeachSGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        d_p = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
-        torch._foreach_mul_(self.bufs, self.momentum)
-        torch._foreach_add_(self.bufs, d_p)
-        torch._foreach_add_(d_p, self.bufs, alpha=self.momentum)  # nesterov
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]  # torch skips a parameter without grad
+        params, bufs = [self.params[i] for i in live], [self.bufs[i] for i in live]
+        d_p = torch._foreach_add([p.grad for p in params], params, alpha=self.weight_decay)
+        torch._foreach_mul_(bufs, self.momentum)
+        torch._foreach_add_(bufs, d_p)
+        torch._foreach_add_(d_p, bufs, alpha=self.momentum)  # nesterov
         torch._foreach_mul_(d_p, self.lr)
-        torch._foreach_sub_(self.params, d_p)
+        torch._foreach_sub_(params, d_p)
 
 
 class GraphedStep:
-    """``fn()`` captured once into a CUDA graph (``capture=True``) and replayed, or run eagerly (``capture=False``).
-    ``inputs`` are the static tensors ``fn`` reads; ``run(*values)`` copies ``values`` into them first."""
+    """``fn()`` captured once into a CUDA graph (``capture=True``) on the current stream and replayed there, or run
+    eagerly (``capture=False``). ``inputs`` are the static tensors ``fn`` reads; ``run(*values)`` copies ``values``
+    into them first.
+
+    The capture calls ``capture_begin``/``capture_end`` itself rather than entering ``torch.cuda.graph``: that
+    context synchronises the whole device and empties the allocator's cache, which would stall every other training
+    in flight once per candidate, and it captures on one stream shared by every graph, whose cuBLAS workspace the
+    graphs would then share while they replay side by side on their own streams."""
 
     def __init__(self, fn: Callable[[], None], inputs: list[Tensor], capture: bool) -> None:
         self.fn, self.inputs, self.graph = fn, inputs, None
         if capture:
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            graph = torch.cuda.CUDAGraph()
+            graph.capture_begin()
+            try:
                 fn()
+            finally:
+                graph.capture_end()
+            self.graph = graph
 
     def run(self, *values: Tensor) -> None:
         for static, value in zip(self.inputs, values):
@@ -83,40 +97,57 @@ def graphed_training(module: nn.Module, forward: nn.Module, data, plan: StepPlan
     opt = ForeachSGD(list(module.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay)
     losses = torch.zeros(total, device=dev)
     grid = Grid.for_batch(data.x)
-    idx, dy, dx, flip = (t[0].clone() for t in (plan.idx, plan.dy, plan.dx, plan.flip))
+    idx, dy, dx, flip = (t.clone() for t in plan.rows(0))
     slot = torch.zeros((), dtype=torch.long, device=dev)  # which entry of ``losses`` this step writes
 
     def step() -> None:
-        x = augment(data.x.index_select(0, idx), plan.augment, dy, dx, flip, grid).to(torch.float32)
-        if dev.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = augment(data.x.index_select(0, idx), plan.augment, dy, dx, flip, grid)
+        x = x.to(torch.float32, memory_format=torch.channels_last if dev.type == "cuda" else torch.preserve_format)
         loss = F.cross_entropy(forward(x), data.y.index_select(0, idx), label_smoothing=cfg.label_smoothing)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.index_copy_(0, slot.view(1), loss.detach().view(1))
 
-    eager = GraphedStep(step, [idx, dy, dx, flip, slot], capture=False)
+    eager = GraphedStep(step, [idx, dy, dx, flip], capture=False)
     graphed: GraphedStep | None = None
+    stream = _capture_stream() if capture else None
     for s in range(total):
-        opt.lr.fill_(cfg.lr * schedule.factor(s, total))
-        row = (plan.idx[s], plan.dy[s], plan.dx[s], plan.flip[s], torch.full_like(slot, s))
-        if s < WARMUP_STEPS or not capture:
-            eager.run(*row)
-        else:
-            if graphed is None:
-                graphed = _capture(step, [idx, dy, dx, flip, slot])
-            graphed.run(*row)
-        yield
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            opt.lr.fill_(cfg.lr * schedule.factor(s, total))
+            slot.fill_(s)
+            row = plan.rows(s)
+            if graphed is None and capture and s >= WARMUP_STEPS:
+                graphed = _capture(step, [idx, dy, dx, flip])
+                capture = graphed is not None
+            (graphed or eager).run(*row)
+        yield  # never inside the stream context: an executor enters each training's own stream around next()
+    if stream is not None and stream != torch.cuda.current_stream():
+        torch.cuda.current_stream().wait_stream(stream)
     module.eval()
     return mean_loss(losses)
 
 
-def _capture(step: Callable[[], None], inputs: list[Tensor]) -> GraphedStep:
-    """Capture on a side stream (what ``torch.cuda.graph`` requires), after the eager warm-up steps."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        graphed = GraphedStep(step, inputs, capture=True)
-    torch.cuda.current_stream().wait_stream(side)
-    return graphed
+def _capture_stream():
+    """Where a training captures and replays: the stream it runs on (a slot's own, under the gpu executor), or a
+    new one when that is the default stream, on which CUDA cannot capture. Warm-up runs there too."""
+    current = torch.cuda.current_stream()
+    if current != torch.cuda.default_stream(current.device):
+        return current
+    side = torch.cuda.Stream(current.device)
+    side.wait_stream(current)
+    return side
+
+
+def _capture(step: Callable[[], None], inputs: list[Tensor]) -> GraphedStep | None:
+    """The captured step, or None (then the training goes on eagerly) when the capture fails for another reason
+    than memory; running out of memory is raised as such, so that the executor scores the candidate failed."""
+    try:
+        return GraphedStep(step, inputs, capture=True)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        if "out of memory" in str(exc):
+            raise torch.cuda.OutOfMemoryError(str(exc)) from exc
+        log.warning("CUDA graph capture failed (%s); this training goes on without graphs", exc)
+        return None

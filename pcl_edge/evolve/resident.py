@@ -2,9 +2,12 @@
 copy, gathering and augmenting its batches where the data is (``batches.apply``) instead of building them on the
 host and copying each over.
 
-On a GPU the samples are stored in half precision and channels-last (about 60 MB per Split CIFAR-10 task), already
-normalised; a batch is cast back to float32 after the gather. On the CPU the split itself is used: no copy, the
-same float32 values, so the arithmetic (and the result) is the per-step trainer's exactly."""
+On a GPU the training samples are stored in half precision (about 60 MB per Split CIFAR-10 task), already
+normalised; a batch is cast back to float32 and to channels-last, in one copy, after the gather (which returns a
+contiguous batch whatever the storage's layout, so the store itself stays NCHW). Validation and test splits are
+kept in float32 (``evaluate`` asks for it): fitness and the accuracy matrix see the values the exported model sees.
+On the CPU the split itself is used: no copy, the same float32 values, so the arithmetic (and the result) is the
+per-step trainer's exactly."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import torch
 # at most this many splits stay resident per process (a run's learner holds its tasks' splits; older ones drop out)
 MAX_RESIDENT = 12
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # _drop runs from a weakref callback, which a collection may fire inside the lock
 _cache: OrderedDict[tuple[int, str, torch.dtype], tuple[weakref.ref, object]] = OrderedDict()
 
 
@@ -41,16 +44,21 @@ def on_device(split, device: torch.device | str, dtype: torch.dtype | None = Non
         if hit is not None and hit[0]() is split:
             _cache.move_to_end(key)
             return hit[1]
-    memory = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    x = split.x.to(device=device, dtype=dtype, non_blocking=False).contiguous(memory_format=memory)
-    copy = type(split)(x, split.y.to(device))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # streams other than this one read it next
+    if device.type == "cuda":  # made on the default stream, whichever slot's stream asked: every stream reads it
+        with torch.cuda.stream(torch.cuda.default_stream(device)):
+            copy = _copy(split, device, dtype)
+        torch.cuda.synchronize(device)
+    else:
+        copy = _copy(split, device, dtype)
     with _lock:
         _cache[key] = (weakref.ref(split, lambda _, k=key: _drop(k)), copy)
         while len(_cache) > MAX_RESIDENT:
             _cache.popitem(last=False)
     return copy
+
+
+def _copy(split, device: torch.device, dtype: torch.dtype):
+    return type(split)(split.x.to(device=device, dtype=dtype).contiguous(), split.y.to(device))
 
 
 def _drop(key) -> None:

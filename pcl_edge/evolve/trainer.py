@@ -167,7 +167,7 @@ def training_steps(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]]
     if cuda:
         module.to(memory_format=torch.channels_last)
     module.train()
-    if graphs and cuda and resident and len(views) == 1:
+    if graphs and cuda and resident and len(views) == 1 and plan.uniform:
         from .cuda_graph import graphed_training
 
         return (yield from graphed_training(module, views[0][0], on_device(views[0][1], dev), plan.to(dev), cfg,
@@ -181,12 +181,11 @@ def training_steps(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]]
     desc = _STEP_BAR.get()
     steps = range(total) if desc is None else progress(range(total), desc=desc, unit="step")
     for step in steps:
-        k = int(plan.view[step])
+        k = plan.view[step]
         forward, split = views[k][0], data[k]
-        x = apply(split.x, steps_plan, step, grids[k]).to(dev, torch.float32)
-        y = split.y.index_select(0, steps_plan.idx[step]).to(dev)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = apply(split.x, steps_plan, step, grids[k])
+        x = x.to(dev, torch.float32, memory_format=torch.channels_last if cuda else torch.preserve_format)
+        y = split.y.index_select(0, steps_plan.rows(step)[0]).to(dev)
         for group in opt.param_groups:  # what LambdaLR(base lr x factor) set, computed here
             group["lr"] = cfg.lr * schedule.factor(step, total)
         loss = F.cross_entropy(forward(x), y, label_smoothing=cfg.label_smoothing)
@@ -213,12 +212,11 @@ def evaluate(net: nn.Module, data: TensorSplit, batch_size: int = 512) -> float:
 
     net.eval()
     dev = next(net.parameters()).device
-    data = on_device(data, dev)
+    data = on_device(data, dev, torch.float32)  # float32 even on a GPU: scored on the values the export sees
+    memory = torch.channels_last if dev.type == "cuda" else torch.preserve_format
     correct = torch.zeros((), dtype=torch.long, device=dev)
     for i in range(0, len(data), batch_size):
-        x = data.x[i: i + batch_size].to(torch.float32)
-        if dev.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = data.x[i: i + batch_size].contiguous(memory_format=memory)
         correct += (net(x).argmax(1) == data.y[i: i + batch_size]).sum()
     return int(correct) / max(1, len(data))
 

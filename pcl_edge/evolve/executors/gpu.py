@@ -13,6 +13,10 @@ the interleaving changes a result; results come back in submission order. Withou
 the CPU (streams are then no-ops): that is how its bookkeeping is tested, and it gives the local executor's numbers
 bit for bit.
 
+Every training a map is given goes through the slots, an expert's (one item) included, so a candidate computes
+the same numbers whichever map it came in (graphs and the capturable SGD round like each other, not like torch's
+SGD). ``train_s`` of a candidate counts the time its slot was waiting on the others too.
+
 Failures: a candidate that runs the device out of memory is scored by ``on_failure`` (the learner passes
 ``failed_candidate``: accuracy 0, visibly) and its slot is refilled; any other error stops the map, after closing
 the trainings in flight, and the run resumes from its last checkpoint as under the other executors.
@@ -148,15 +152,17 @@ class GpuExecutor:
         shared = shared or {}
         stepwise = getattr(fn, "stepwise", None)
         threads = getattr(shared.get("cfg"), "threads", 0)
-        if stepwise is None or len(items) == 1:  # nothing to interleave: run it here (an expert's training)
-            with step_progress(desc, enabled=self.progress and len(items) == 1), torch_threads(threads):
-                return [fn(item, **shared) for item in items]
+        if stepwise is None:  # not a training this executor knows how to interleave: one after another, here
+            with torch_threads(threads):
+                return [fn(item, **shared) for item in progress(items, desc=desc, unit="cand",
+                                                                enabled=self.progress)]
         cuda = self.device.type == "cuda"
-        bar = progress(None, total=len(items), desc=desc, unit="cand", enabled=self.progress)
+        single = len(items) == 1  # an expert's training: its steps as the progress bar, not one candidate
+        bar = progress(None, total=len(items), desc=desc, unit="cand", enabled=self.progress and not single)
         self.stats = SlotStats()
         failure = None if self.on_failure is None else (lambda item, exc: self._failed(fn, item, exc, shared))
         try:
-            with torch_threads(threads):
+            with torch_threads(threads), step_progress(desc, enabled=self.progress and single):
                 return run_slots(items, lambda item: stepwise(item, **shared, device=self.device, graphs=self.graphs),
                                  self.slots, stream=(lambda: torch.cuda.Stream(self.device)) if cuda else lambda: None,
                                  enter=torch.cuda.stream if cuda else lambda s: contextlib.nullcontext(),
