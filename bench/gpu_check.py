@@ -109,7 +109,7 @@ def throughput(args, sampler: Sampler, device) -> dict:
     from pcl_edge.evolve.executors import create_executor
     from pcl_edge.evolve.pcl import task_space
     from pcl_edge.evolve.recipe import TrainConfig
-    from pcl_edge.evolve.trainer import TensorTask, build_seeded, derive_seed, drain, evaluate, train
+    from pcl_edge.evolve.trainer import TensorTask, build_seeded, derive_seed, drain, evaluate, torch_threads, train
 
     cfg = preset_config(args.preset, args.data, tasks=args.tasks)
     stream = build_stream(args.data, cfg.tasks, 0)
@@ -142,6 +142,10 @@ def throughput(args, sampler: Sampler, device) -> dict:
         return row
 
     def one_at_a_time(resident: bool):
+        with torch_threads(recipe.threads):  # the thread count the executor gives a candidate: comparable rows
+            return _one_at_a_time(resident)
+
+    def _one_at_a_time(resident: bool):
         accs, start = [], time.perf_counter()
         for c in cands:
             if time.perf_counter() - start > args.path_cap_s:
@@ -155,8 +159,11 @@ def throughput(args, sampler: Sampler, device) -> dict:
                 accs.append(evaluate(net, view.val))
         return accs
 
-    rows = [timed("today (host batches, one at a time)", lambda: one_at_a_time(False)),
-            timed("device-resident (one at a time)", lambda: one_at_a_time(True))]
+    rows = []
+    for r in range(args.repeat):  # alternated (ABAB...), so that a drift of the machine hits both alike
+        suffix = f", round {r + 1}" if args.repeat > 1 else ""
+        rows += [timed(f"today (host batches, one at a time){suffix}", lambda: one_at_a_time(False)),
+                 timed(f"device-resident (one at a time){suffix}", lambda: one_at_a_time(True))]
     # the K variants train every genome, unless one at a time did not get through them all within its cap: then
     # twice what it finished (K=1 runs about as fast as one at a time), so that the check keeps to its call
     n_k = len(cands) if rows[1]["candidates"] == len(cands) else max(2 * max(args.slots), 2 * rows[1]["candidates"])
@@ -286,6 +293,7 @@ def main() -> None:
     ap.add_argument("--proxy-steps", type=int, default=200)
     ap.add_argument("--final-steps", type=int, default=2000)
     ap.add_argument("--skip-evolve", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the two one-at-a-time paths, alternated")
     ap.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU, Split Digits")
     ap.add_argument("--after", metavar="DIR", help="the files the device call brought back: export them here")
     ap.add_argument("--local-data", default=str(_common.ROOT.parent / "shared" / "data" / "cifar10-train-jpg.tar.xz"))
