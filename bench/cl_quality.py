@@ -71,12 +71,15 @@ def scaled_baseline(cfg, stream, target: str, budget_ms: float) -> Genome:
     from pcl_edge.space.scaling import largest_fitting
 
     profile, limit = load_profile(target), budget_ms * (1 - cfg.latency_margin)
-    task = stream.tasks[0]  # tasks share the input shape and class count in a split stream
-    predictor = LatencyPredictor(profile, task.spec.shape, task.num_classes)
-    found = largest_fitting(Genome.parse(cfg.genome), task_space(cfg, task), lambda g: predictor.predict(g) <= limit)
+    predictors = [LatencyPredictor(profile, t.spec.shape, t.num_classes) for t in stream.tasks]
+
+    def fits(g: Genome) -> bool:  # as the search compares (``PCLLearner.latency_ms`` rounds to 6 places)
+        return all(round(p.predict(g), 6) <= limit for p in predictors)
+
+    found = largest_fitting(Genome.parse(cfg.genome), task_space(cfg, stream.tasks[0]), fits)
     if found is None:
         raise SystemExit(f"no width/depth variant of {cfg.genome} meets {limit:.4g} ms on {profile.name}")
-    logging.warning("scaled baseline: %s (predicted %.4g ms <= %.4g ms)", found, predictor.predict(found), limit)
+    logging.warning("scaled baseline: %s (predicted %.4g ms <= %.4g ms)", found, predictors[0].predict(found), limit)
     return found
 
 

@@ -81,9 +81,9 @@ def _executor_args(p) -> None:
                    help="local executor: processes training candidates side by side (default 0: one per usable "
                         "core, or $PCL_EDGE_WORKERS; 1: in this process); same results either way")
     p.add_argument("--executor", choices=["local", "gpu", "ray"],
-                   help="where candidates train: this machine's worker processes (local; see --workers), K trainings "
-                        "in flight on one GPU (gpu; see --slots) or Ray tasks. Default: gpu when this process sees a "
-                        "CUDA device (and --workers is not given), else local")
+                   help="where candidates train: this machine's worker processes (local; see --workers), K "
+                        "trainings in flight on one GPU (gpu; see --slots) or Ray tasks. Default: gpu for a new "
+                        "evolve run when this process sees a CUDA device and --workers is not given, else local")
     p.add_argument("--slots", type=int, default=16, help="gpu executor: trainings in flight at once (default 16)")
     p.add_argument("--ray-address", help="an existing Ray cluster (auto | HOST:PORT); default: start a local one")
     p.add_argument("--cpus-per-trial", type=float, default=1,
@@ -138,8 +138,12 @@ def _default_executor() -> str:
 
 
 def _run_options(args) -> dict:
-    if args.executor is None:
-        args.executor = "local" if args.workers else _default_executor()
+    if args.executor is None:  # a fresh evolve only: a resumed or grown run keeps the local default (graphs round
+        # differently from torch's SGD, and a run's numbers must not change under it)
+        fresh = args.command == "evolve" and not getattr(args, "resume", None)
+        args.executor = _default_executor() if fresh and not args.workers else "local"
+    if getattr(args, "slots", 1) < 1:
+        raise ValueError(f"--slots must be at least 1 (got {args.slots})")
     options = {"workers": args.workers} if args.executor == "local" else {}
     if args.executor == "gpu":
         options = {"slots": args.slots}

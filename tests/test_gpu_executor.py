@@ -90,8 +90,8 @@ def test_streams_are_reused_by_the_slot_that_takes_over():
     assert len(made) == 2 and set(map(id, entered)) == set(map(id, made))
 
 
-def _tiny():
-    return preset_config("tiny", "digits", tasks="2x2", generations=2, rungs=(5, 10), screen=3)
+def _tiny(**kw):
+    return preset_config("tiny", "digits", **({"tasks": "2x2", "generations": 2, "rungs": (5, 10), "screen": 3} | kw))
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +161,28 @@ def test_the_cli_takes_the_gpu_executor_and_its_slots(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert options()["executor"] == "gpu" and options()["executor_options"] == {"slots": 16}
     assert options("--workers", "2")["executor"] == "local"  # asking for worker processes means the local one
+    # a resumed run keeps the local default: its numbers must not change because a GPU is now visible
+    assert options("--resume", "runs/x")["executor"] == "local"
+    with pytest.raises(ValueError, match="--slots"):
+        options("--executor", "gpu", "--slots", "0")
+
+
+def test_an_expert_whose_training_failed_is_never_archived(tmp_path, monkeypatch):
+    """Out of memory in the expert's final training (a one-item map): the run stops, resumable, with no expert."""
+    from pcl_edge.evolve.candidate import train_candidate
+
+    real = train_candidate.stepwise
+
+    def steps(cand, task, cfg, **kw):
+        if cand.op == "final":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+            yield
+        return (yield from real(cand, task, cfg, **kw))
+
+    monkeypatch.setattr(train_candidate, "stepwise", steps)
+    with pytest.raises(RuntimeError, match="final training failed"):
+        evolve(_tiny(generations=1), out=tmp_path / "oom", progress=False, executor="gpu")
+    assert not (tmp_path / "oom" / "experts").exists() or not any((tmp_path / "oom" / "experts").iterdir())
 
 
 @pytest.mark.gpu

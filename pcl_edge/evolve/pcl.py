@@ -354,6 +354,9 @@ class PCLLearner(ExpertLearner):
                          parent=best.uid, parent_genome=best.genome, parent_state=best.state,
                          schedule=self._schedule(best.position, anneal=True))
         expert = self._train([cand], t, f"task {t + 1} expert", self.cfg.final)[0]
+        if expert.extra.get("failed"):  # an executor scored the training failed: nothing trained may be archived
+            raise RuntimeError(f"task {t + 1}: the expert's final training failed ({expert.extra['failed']}); the run "
+                               "state is saved: continue it with --resume (on a GPU, with fewer --slots)")
         net = build_network(expert.genome, self.tasks[t].in_channels, self.tasks[t].num_classes)
         net.load_state_dict(expert.state)
         latency = {} if self.profile is None else {self.profile.name: expert.extra["latency_ms"]}

@@ -132,6 +132,8 @@ class GpuExecutor:
                  on_failure: Callable | None = None) -> None:
         import torch
 
+        if slots < 1:
+            raise ValueError(f"the gpu executor needs at least one slot (got {slots})")
         self.progress = progress
         self.slots = slots
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
