@@ -8,7 +8,7 @@ import torch
 from pcl_edge.evolve import evolve, preset_config
 from pcl_edge.evolve.executors import create_executor
 from pcl_edge.evolve.executors.gpu import SlotStats, run_slots
-from tests.test_learner import assert_same_experts, expert_states
+from tests.test_learner import StopAfterTask, assert_same_experts, expert_states, stop_after_task
 
 
 def counting(log, n_steps):
@@ -108,16 +108,9 @@ def test_the_gpu_executor_on_the_cpu_gives_the_local_executor_s_experts(local_re
 
 
 def test_resume_under_the_gpu_executor_after_an_interruption(local_reference, tmp_path):
-    class Stop(Exception):
-        pass
-
-    def stop_after_first_task(t, learner):
-        if t == 0:
-            raise Stop
-
-    with pytest.raises(Stop):
+    with pytest.raises(StopAfterTask):
         evolve(_tiny(), out=tmp_path / "r", progress=False, executor="gpu", executor_options={"slots": 4},
-               on_task_end=stop_after_first_task)
+               on_task_end=stop_after_task(0))
     evolve(resume=tmp_path / "r", progress=False, executor="gpu", executor_options={"slots": 2})
     assert_same_experts(expert_states(local_reference[0]), expert_states(tmp_path / "r"))
 

@@ -13,6 +13,7 @@ import pytest
 
 from pcl_edge.data import DataError, build_stream, parse_task_spec
 from pcl_edge.evolve import Run, RunDir, RunDirError, evolve, learn, preset_config
+from tests.test_learner import StopAfterTask, stop_after_task
 
 
 def expert_ids_and_shas(run_dir):
@@ -68,15 +69,8 @@ def test_an_added_task_interrupted_is_continued_by_resume(bundles, one_call, tmp
     run = tmp_path / "run"
     shutil.copytree(bundles / "run3", run)
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_task_4(t, learner):
-        if t == 3:
-            raise Stop
-
-    with pytest.raises(Stop):
-        learn(run, tasks="2x2", progress=False, on_task_end=stop_after_task_4)
+    with pytest.raises(StopAfterTask):
+        learn(run, tasks="2x2", progress=False, on_task_end=stop_after_task(3))
     assert RunDir(run).expert_ids() == [1, 2, 3, 4] and not RunDir(run).finished()
     s = evolve(resume=run, progress=False)
     assert len(s["tasks"]) == 5 and expert_ids_and_shas(run) == expert_ids_and_shas(one_call)

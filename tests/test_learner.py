@@ -34,6 +34,18 @@ def assert_same_experts(a, b):
             assert torch.equal(t, b[k][1][name]), (k, name)
 
 
+class StopAfterTask(Exception):
+    """Raised by ``stop_after_task(t)``: a run interrupted between tasks."""
+
+
+def stop_after_task(index: int):
+    """An ``on_task_end`` callback that interrupts the run once task ``index`` (0-based) has its expert."""
+    def on_task_end(t, learner):
+        if t == index:
+            raise StopAfterTask
+    return on_task_end
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "run"

@@ -8,7 +8,7 @@ import torch
 
 from pcl_edge.evolve import evolve, preset_config
 from pcl_edge.evolve.executors import create_executor
-from tests.test_learner import assert_same_experts, expert_states
+from tests.test_learner import StopAfterTask, assert_same_experts, expert_states, stop_after_task
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[ray]')")
 
@@ -77,14 +77,7 @@ def _sum(item, data):
 
 
 def test_resume_with_ray_after_an_interruption(ray_instance, local_reference, tmp_path):
-    class Stop(Exception):
-        pass
-
-    def stop_after_first_task(t, learner):
-        if t == 0:
-            raise Stop
-
-    with pytest.raises(Stop):
-        evolve(tiny(), out=tmp_path / "r", progress=False, executor="ray", on_task_end=stop_after_first_task)
+    with pytest.raises(StopAfterTask):
+        evolve(tiny(), out=tmp_path / "r", progress=False, executor="ray", on_task_end=stop_after_task(0))
     evolve(resume=tmp_path / "r", progress=False, executor="ray")
     assert_same_experts(expert_states(local_reference), expert_states(tmp_path / "r"))

@@ -1,8 +1,8 @@
 """A training's batches, drawn before it starts: which samples each optimizer step takes and how they are shifted and
 flipped. Drawn on the host from the training's seed, in exactly the order the per-step trainer drew them (a fresh
 permutation when a view's order runs short, then the shifts, then the flips), so a plan reproduces those draws bit
-for bit; applied wherever the data lives (``apply``), so a GPU gathers and augments its own batches and nothing
-crosses the bus during a training but the plan itself (a few MB)."""
+for bit; applied wherever the data lives (``StepPlan.rows``, then ``augment``), so a GPU gathers and augments its own
+batches and nothing crosses the bus during a training but the plan itself (a few MB)."""
 
 from __future__ import annotations
 
@@ -86,13 +86,6 @@ def draw(sizes: list[int], heights: list[int], steps: int, batch_size: int, augm
 
 def _cat(rows: list[Tensor], dtype: torch.dtype) -> Tensor:
     return torch.cat(rows) if rows else torch.empty(0, dtype=dtype)
-
-
-def apply(x: Tensor, plan: StepPlan, step: int, grid: Grid | None = None) -> Tensor:
-    """Step ``step``'s batch from ``x`` (a view's samples, on any device; the plan on the same one): gathered,
-    shifted, flipped. Pure data movement, so its values are those of the per-step trainer's batches exactly."""
-    idx, dy, dx, flip = plan.rows(step)
-    return augment(x.index_select(0, idx), plan.augment, dy, dx, flip, grid)
 
 
 def augment(batch: Tensor, mode: str, dy: Tensor, dx: Tensor, flip: Tensor, grid: Grid | None = None) -> Tensor:

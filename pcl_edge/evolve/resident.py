@@ -1,5 +1,5 @@
 """A task's tensors kept on the training device, once: every candidate trained there on that task reads the same
-copy, gathering and augmenting its batches where the data is (``batches.apply``) instead of building them on the
+copy, gathering and augmenting its batches where the data is (``batches.augment``) instead of building them on the
 host and copying each over.
 
 On a GPU the training samples are stored in half precision (about 60 MB per Split CIFAR-10 task), already

@@ -23,10 +23,11 @@ from .._progress import progress
 from ..data import Split, Task
 from .recipe import Schedule, TrainConfig  # noqa: F401  (TrainConfig re-exported: the recipe is torch-free)
 
+R = TypeVar("R")
+
 # The label of a step progress bar for trainings run in this thread (None: no bar). Set by step_progress() around a
 # long training done in this process (an expert's final training, a baseline's); a worker process never sets it, so
 # proxy trainings in parallel keep their one bar per batch of candidates.
-R = TypeVar("R")
 _STEP_BAR: contextvars.ContextVar[str | None] = contextvars.ContextVar("pcl_edge_step_bar", default=None)
 
 
@@ -155,7 +156,7 @@ def training_steps(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]]
     each batch is built on the host and copied over, and each loss read back (the path this trainer had first; same
     numbers on the CPU). ``graphs`` (CUDA only): after a few eager steps, one whole step (batch, forward, backward,
     SGD) is captured in a CUDA graph and replayed (``cuda_graph.GraphedStep``)."""
-    from .batches import Grid, apply, draw
+    from .batches import Grid, augment, draw
     from .resident import on_device
 
     total = max(1, cfg.steps)
@@ -183,9 +184,10 @@ def training_steps(module: nn.Module, views: list[tuple[nn.Module, TensorSplit]]
     for step in steps:
         k = plan.view[step]
         forward, split = views[k][0], data[k]
-        x = apply(split.x, steps_plan, step, grids[k])
+        idx, dy, dx, flip = steps_plan.rows(step)
+        x = augment(split.x.index_select(0, idx), plan.augment, dy, dx, flip, grids[k])
         x = x.to(dev, torch.float32, memory_format=torch.channels_last if cuda else torch.preserve_format)
-        y = split.y.index_select(0, steps_plan.rows(step)[0]).to(dev)
+        y = split.y.index_select(0, idx).to(dev)
         for group in opt.param_groups:  # what LambdaLR(base lr x factor) set, computed here
             group["lr"] = cfg.lr * schedule.factor(step, total)
         loss = F.cross_entropy(forward(x), y, label_smoothing=cfg.label_smoothing)
