@@ -25,6 +25,15 @@ _PACKAGES = ("pcl-edge", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-g
              "starlette", "uvicorn", "tensorrt")
 
 
+def _affinity() -> int | None:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+# CPUs this process may use as it starts: a bench that later pins itself (cl_quality, to measure latency as the
+# profile did) still trained on all of them, and that is what its record must say
+_START_CPUS = _affinity()
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short smoke run (figures not comparable to full runs)")
@@ -55,7 +64,6 @@ def provenance() -> dict:
     for name in _PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = None
     try:
         import torch
@@ -66,8 +74,8 @@ def provenance() -> dict:
         pass
     return {"command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
             "cwd": os.getcwd(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"host": platform.node(), "cpu": cpu_name(), "cpus_usable": affinity,
-                        "memory_gib": _mem_gib(), "gpu": gpu, "os": platform.platform()},
+            "machine": {"host": platform.node(), "cpu": cpu_name(), "cpus_usable": _START_CPUS,
+                        "cpus_at_write": _affinity(), "memory_gib": _mem_gib(), "gpu": gpu, "os": platform.platform()},
             "python": platform.python_version(), "versions": versions, "code": _git(),
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "CI") if k in os.environ}}
 

@@ -2,6 +2,7 @@
 BENCHMARKS.md, not here."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,26 @@ def test_table_formats_markdown():
         sys.path.remove(str(BENCH))
     text = _common.table(["a", "b"], [["x", 0.12345], [None, 12345.6]])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| x | 0.1235 |", "| n/a | 1.235e+04 |"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and at least 2 usable CPUs")
+def test_provenance_records_the_cpus_the_bench_started_with_not_a_later_pin():
+    """A bench that pins itself to measure latency at the end (cl_quality) trained on every CPU before: its record
+    says how many it started with (it said 1 for runs that trained on 2)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(BENCH))
+    before = sorted(os.sched_getaffinity(0))
+    try:
+        os.sched_setaffinity(0, before[:1])
+        machine = _common.provenance()["machine"]
+    finally:
+        os.sched_setaffinity(0, before)
+    assert machine["cpus_usable"] == len(before)
+    assert machine["cpus_at_write"] == 1
 
 
 def test_lifecycle_quick_runs_the_readme_loop_end_to_end(tmp_path):
