@@ -44,6 +44,39 @@ def test_kernel_parameters_match_the_network(text):
     assert genome_params(g, 1, 10) == count_params(g, 1, 10)
 
 
+def test_activation_count_matches_the_networks_leaf_outputs():
+    """genome_activations (the training-cost model) is exactly what a forward pass's leaf modules write per sample,
+    for every block kind, shortcut projections, expansions 1 and >1, at CIFAR and digit sizes."""
+    import numpy as np
+    import torch
+
+    from pcl_edge.space import SearchSpace, build_network
+    from pcl_edge.space.cost import genome_activations
+
+    def counted(g: Genome, shape: tuple[int, int, int], classes: int) -> int:
+        net, total = build_network(g, shape[0], classes).eval(), [0]
+        from pcl_edge.space.blocks import _Shortcut
+
+        # an identity shortcut (a leaf with nothing inside) writes nothing
+        leaves = [m for m in net.modules() if not list(m.children()) and not isinstance(m, _Shortcut)]
+        hooks = [m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + o[0].numel()))
+                 for m in leaves]
+        with torch.no_grad():
+            net(torch.zeros(1, *shape))
+        for h in hooks:
+            h.remove()
+        return total[0]
+
+    rng = np.random.default_rng(0)
+    space = SearchSpace(in_channels=3, input_size=32, max_depth=6)
+    genomes = [Genome.parse(t) for t in ("d6_w16_p2.4_x2.4_s0:res-k3_s1:mbconv-k5-e3_s2:dws-k3",
+                                         "d3_w12_p1_x0_s0:dws-k5_s1:mbconv-k3-e1", "d4_w16_p-_x-_s0:mbconv-k3-e6")]
+    genomes += [space.sample(rng) for _ in range(12)]
+    for g in genomes:
+        assert genome_activations(g, (3, 32, 32), 2) == counted(g, (3, 32, 32), 2), g
+    assert genome_activations(G, (1, 8, 8), 10) == counted(G, (1, 8, 8), 10)
+
+
 def test_every_registered_block_has_a_cost_model():
     from pcl_edge.space import BLOCKS
     from pcl_edge.space.cost import COST_OPS

@@ -1,6 +1,7 @@
 """Issue 11: multi-fidelity generations (successive halving), the performance predictor that screens children, and
 candidates trained in worker processes; all deterministic and resumable."""
 
+import dataclasses
 import json
 import sys
 
@@ -39,7 +40,7 @@ def test_rung_sizes_halve_towards_lambda():
 
 
 @pytest.mark.parametrize("bad", [{"rungs": (5, 0)}, {"eta": 1}, {"screen": 0}, {"perf_predictor": "oracle"},
-                                 {"threads": -1}])
+                                 {"threads": -1}, {"max_train_cost": 0}])
 def test_bad_search_settings_are_refused_in_one_line(bad):
     with pytest.raises(ConfigError):
         preset_config("tiny", "digits", **bad).validate()
@@ -225,7 +226,7 @@ def test_constrained_selection_is_the_default_and_the_run_says_which_ran(referen
     assert summary["selection"]["mode"] == "constrained" and summary["selection"]["objectives"] == ["val_acc"]
     pareto = evolve(searched(selection="pareto", generations=1), out=tmp_path / "p", progress=False)
     assert pareto["selection"] == {"mode": "pareto", "objectives": ["val_acc", "params"],
-                                   "constraints": ["params <= 300,000"],
+                                   "constraints": ["params <= 300,000", "training cost <= 1x the hand-picked net's"],
                                    "screening": "pairwise predictor keeps 1 of 3 mutants"}
     assert preset_config("cpu", "imagefolder:x").screen == 1  # the predictor did not beat the parent's accuracy
     from pcl_edge.report import build_report
@@ -271,12 +272,13 @@ def test_a_run_made_before_selection_modes_resumes_as_it_ran(tmp_path):
     evolve(cfg, out=tmp_path / "r", progress=False)
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
     assert stored["selection"] == "constrained"
-    for key in ("selection", "lineage_schedule", "seed_baseline", "preserve_depth"):  # a config.json from 0.1.0
+    for key in ("selection", "lineage_schedule", "seed_baseline", "preserve_depth", "max_train_cost"):  # from 0.1.0
         del stored[key]
     (tmp_path / "r" / "config.json").write_text(json.dumps(stored))
     cfg = RunDir.open(tmp_path / "r")[1]
     assert (cfg.selection, cfg.lineage_schedule, cfg.seed_baseline, cfg.preserve_depth) == ("pareto", False, False,
                                                                                            False)
+    assert cfg.max_train_cost is None  # no training-cost cap: it did not have one
 
 
 def test_the_first_population_holds_the_hand_picked_net_or_its_largest_fitting_variant(tmp_path):
@@ -300,6 +302,36 @@ def test_the_first_population_holds_the_hand_picked_net_or_its_largest_fitting_v
     assert len(seeds) == 1 and Genome.parse(seeds[0]["genome"]).depth <= 4  # tiny: max_depth 4, a scaled variant
     evolve(searched(generations=0, tasks="1x2", seed_baseline=False), out=tmp_path / "off", progress=False)
     assert not [m for m in events(tmp_path / "off", "population")[0]["members"] if m["op"] == "baseline"]
+
+
+def test_no_candidate_costs_more_to_train_than_the_hand_picked_net(tmp_path):
+    """The training-cost cap (feature-map elements a step stores, the hand-picked net's by default) makes the
+    full-resolution inverted-residual net a seed-1 search chose infeasible: it had fewer FLOPs than the hand-picked
+    net and trained 4x slower per step. Sampling, repair and mutation stay under it; a cap no genome meets stops the
+    run before any work."""
+    from pcl_edge.data import build_stream
+    from pcl_edge.evolve.pcl import task_space
+    from pcl_edge.space import mutate
+    from pcl_edge.space.cost import genome_flops
+
+    cfg = preset_config("cpu", "cifar10:x")
+    assert cfg.max_train_cost == 1.0
+    task = build_stream("digits", "1x2", 0).tasks[0]
+    shaped = type("T", (), {"spec": type("S", (), {"shape": (3, 32, 32)})(), "num_classes": 2})()
+    space, base = task_space(cfg, shaped), Genome.parse(cfg.genome)
+    assert space.max_activations == space.activations(base) and space.is_valid(base)
+    wide = Genome.parse("d4_w16_p-_x-_s0:mbconv-k3-e6")
+    assert genome_flops(wide, (3, 32, 32)) < genome_flops(base, (3, 32, 32))
+    assert any("training-cost cap" in v for v in space.violations(wide))
+    rng = np.random.default_rng(0)
+    pop = [space.sample(rng, max_depth=8) for _ in range(100)]
+    pop += [mutate(g, space, rng)[0] for g in pop]
+    assert all(space.activations(g) <= space.max_activations for g in pop)
+    assert task_space(dataclasses.replace(cfg, max_train_cost=None), shaped).is_valid(wide)
+    assert task_space(cfg, task).max_activations is not None  # digits: the cap at 8x8
+    with pytest.raises(ValueError, match="max_train_cost 1e-06 admits no network"):
+        evolve(searched(max_train_cost=1e-6), out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
 
 
 # -- issue 21 item 2: steps that accumulate ---------------------------------------------------------------------------

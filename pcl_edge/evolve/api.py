@@ -25,7 +25,7 @@ from ..data import (
 from .candidate import failed_candidate
 from .config import ConfigError, EvolveConfig
 from .executors import create_executor
-from .pcl import check_latency_budget
+from .pcl import check_feasible
 from .rundir import RunDir, RunDirError
 from .strategies import get_strategy
 
@@ -100,14 +100,14 @@ def _evolve(cfg: EvolveConfig | None, out: str | os.PathLike | None, resume: str
             plan = run_plan(run, cfg)
             stream = _stream(plan, cfg)
             run.write_plan(_recorded(plan, stream))  # a run from before plans were kept gets its plan written
-            check_latency_budget(cfg, stream)
+            check_feasible(cfg, stream)
             return _run(cfg, stream, run, **run_options)
     cfg = (cfg or EvolveConfig()).validate()
     pool = load_pool(cfg.data, size=cfg.size())
     tasks = extend_plan([], cfg.data, pool.class_names, cfg.tasks, default="5")
     stream = stream_from_plan(tasks, cfg.seed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
                               size=cfg.size(), pools={tasks[0].source: pool})  # data errors surface before writing
-    check_latency_budget(cfg, stream)
+    check_feasible(cfg, stream)
     run = RunDir.create(out or default_out(cfg), cfg)
     with run.lock():
         run.write_plan(RunPlan(tuple(tasks), tuple(stream.tasks[0].spec.shape), sources=stream.summary["fingerprints"]))
@@ -178,7 +178,7 @@ def _learn(run_dir: str | os.PathLike, data: str | None, tasks: str | None, exec
             raise DataError(f"{exc}{hint}") from None
         full = (*plan.tasks, *new)
         stream = _stream(plan, cfg, full, pools={source: pool})
-        check_latency_budget(cfg, stream)
+        check_feasible(cfg, stream)
         added = [{"id": t.id, "source": t.source, "classes": list(t.classes), "class_names": list(t.class_names),
                   "train": len(t.train), "val": len(t.val), "test": len(t.test)}
                  for t in stream.tasks[len(plan.tasks):]]

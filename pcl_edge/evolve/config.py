@@ -40,6 +40,12 @@ class EvolveConfig:
     init_max_depth: int = 4  # initial populations start shallow (ArchCraft) and grow by mutation
     max_depth: int = 10
     max_params: int = 300_000
+    # Training cost per step, as a feasibility constraint: a candidate may store at most this multiple of the
+    # hand-picked net's (``genome``) feature-map elements per sample in a training step (space.cost.
+    # genome_activations), so no expert costs more to train than that net; None: no cap. Issue 21: unconstrained, a
+    # search on Split CIFAR-10 chose a full-resolution inverted-residual net (fewer FLOPs, 5.5x the activations) that
+    # learned fastest in its first 150 steps and then trained 4x slower per step than the hand-picked net.
+    max_train_cost: float | None = 1.0
     genome: str = DEFAULT_BASELINE_GENOME  # for fixed / finetune / joint, and the seed of pcl's first population
     # pcl: a fresh population contains ``genome`` (or its largest width/depth variant within the latency budget),
     # so the search never starts worse than the hand-picked net
@@ -156,6 +162,8 @@ class EvolveConfig:
                 load_profile(self.target)
             except ProfileError as exc:
                 out.append(str(exc))
+        if self.max_train_cost is not None and not self.max_train_cost > 0:
+            out.append(f"max_train_cost must be > 0 or null (got {self.max_train_cost})")
         if self.population < 2:
             out.append(f"--population must be >= 2 (got {self.population})")
         if self.generations < 0:

@@ -13,7 +13,8 @@ from functools import cached_property
 
 import numpy as np
 
-from ..space import SearchSpace, build_network, crossover, mutate
+from ..space import Genome, SearchSpace, build_network, crossover, mutate
+from ..space.cost import genome_activations
 from .candidate import Candidate, train_candidate
 from .individual import Individual
 from .learner import ExpertLearner
@@ -43,9 +44,31 @@ class LatencyBudgetError(ValueError):
 
 
 def task_space(cfg, task) -> SearchSpace:
-    """The search space of one task (a data.Task): its input decides channels and how many downsamplings fit."""
-    return SearchSpace(in_channels=task.spec.shape[0], input_size=min(task.spec.shape[1:]),
-                       num_classes=task.num_classes, max_depth=cfg.max_depth, max_params=cfg.max_params)
+    """The search space of one task (a data.Task): its input decides channels and how many downsamplings fit, and
+    the hand-picked net's training cost on it the cap ``max_train_cost`` scales."""
+    shape = tuple(task.spec.shape)
+    cap = None
+    if cfg.max_train_cost is not None:
+        cap = int(cfg.max_train_cost * genome_activations(Genome.parse(cfg.genome), shape, task.num_classes))
+    return SearchSpace(in_channels=shape[0], input_size=min(shape[1:]), num_classes=task.num_classes,
+                       max_depth=cfg.max_depth, max_params=cfg.max_params, max_activations=cap)
+
+
+def check_feasible(cfg, stream) -> None:
+    """Before any work (and before a run directory exists): the latency budget and the training-cost cap each admit
+    some genome of the space on every task."""
+    check_train_cost(cfg, stream)
+    check_latency_budget(cfg, stream)
+
+
+def check_train_cost(cfg, stream) -> None:
+    """Stop before any work when the training-cost cap admits no genome of the space on some task."""
+    for task in stream.tasks:
+        space = task_space(cfg, task)
+        if space.max_activations is not None and space.activations(space.smallest()) > space.max_activations:
+            raise ValueError(f"max_train_cost {cfg.max_train_cost:g} admits no network on task {task.id}: the "
+                             f"cheapest genome stores {space.activations(space.smallest()):,} activation elements "
+                             f"per sample, the cap is {space.max_activations:,}; raise it (or null: no cap)")
 
 
 def check_latency_budget(cfg, stream) -> None:
@@ -165,7 +188,6 @@ class PCLLearner(ExpertLearner):
     def _baseline_seed(self, t: int, space: SearchSpace):
         """The hand-picked net (``cfg.genome``), or its largest width/depth-scaled variant that meets the latency
         limit by prediction; None when ``seed_baseline`` is off or no variant fits."""
-        from ..space import Genome
         from ..space.scaling import largest_fitting
 
         if not self.cfg.seed_baseline:
@@ -378,7 +400,9 @@ class PCLLearner(ExpertLearner):
         out = super().summary()
         constraints = ([f"predicted latency <= {self.limit_ms:.4g} ms on {self.profile.name}"] if self.limit_ms else [])
         out["selection"] = {"mode": self.cfg.selection, "objectives": list(self.objectives),
-                            "constraints": [*constraints, f"params <= {self.cfg.max_params:,}"],
+                            "constraints": [*constraints, f"params <= {self.cfg.max_params:,}", *(
+                                [f"training cost <= {self.cfg.max_train_cost:g}x the hand-picked net's"]
+                                if self.cfg.max_train_cost is not None else [])],
                             "screening": "off" if self.cfg.screen <= 1 else
                             f"{self.cfg.perf_predictor} predictor keeps 1 of {self.cfg.screen} mutants"}
         if self.profile is not None:

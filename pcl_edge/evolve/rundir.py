@@ -29,7 +29,9 @@ from .._io import atomic_open, read_json, sha256_file, write_json, write_text
 from .config import ConfigError, EvolveConfig
 
 # What a run whose config.json predates a setting did: it resumes (and learns new tasks) as it ran.
-LEGACY_DEFAULTS = {"selection": "pareto", "lineage_schedule": False, "seed_baseline": False, "preserve_depth": False}
+LEGACY_DEFAULTS = {"selection": "pareto", "lineage_schedule": False, "seed_baseline": False, "preserve_depth": False,
+                   "max_train_cost": None}
+
 
 class RunDirError(ValueError):
     """A directory that is not (or not this) run."""

@@ -1,5 +1,6 @@
 """The analytic cost model of a genome, pure Python (no torch): its kernels (one block at one input shape, plus the
-stem and the pooled head), their FLOPs and parameters (BatchNorm folded, as deployed), and ``kernel_key``, THE
+stem and the pooled head), their FLOPs and parameters (BatchNorm folded, as deployed), the feature-map elements a
+training step stores (``genome_activations``, a training step's cost), and ``kernel_key``, THE
 canonical key function that hardware-profile tables are keyed by. The search space counts parameters with it, so
 sampling and mutating genomes needs no torch (``pcl-edge profile`` runs on the device)."""
 
@@ -83,6 +84,32 @@ def genome_kernels(genome: Genome, input_shape: tuple[int, int, int], num_classe
         size = (size + stride - 1) // stride
     out.append(Kernel("head", genome.out_channels, num_classes, size, kernel=1))
     return tuple(out)
+
+
+def _activations(k: Kernel) -> int:
+    """Feature-map elements one sample leaves for backward in this kernel: the outputs of its convolutions,
+    BatchNorms and ReLUs, counted as the torch network's leaf modules produce them."""
+    o2, hw = k.out_size**2, k.size**2
+    if k.op == "stem":
+        return 3 * k.cout * o2
+    if k.op == "res":
+        return (3 + 2 + 1 + (2 if k.cin != k.cout or k.stride != 1 else 0)) * k.cout * o2
+    if k.op == "dws":
+        return 3 * k.cin * o2 + 3 * k.cout * o2
+    if k.op == "mbconv":
+        hidden = k.cin * k.expansion
+        return (3 * hidden * hw if k.expansion > 1 else 0) + 3 * hidden * o2 + 2 * k.cout * o2
+    if k.op == "head":
+        return k.cin + k.cout  # pooled features, logits
+    raise KeyError(f"no kernel model for op {k.op!r}")
+
+
+def genome_activations(genome: Genome, input_shape: tuple[int, int, int], num_classes: int = 2) -> int:
+    """Feature-map elements per sample that a training step writes and reads back: what a step costs on a CPU,
+    where small networks are bound by memory traffic, not arithmetic (BENCHMARKS.md, issue 21: over 198 candidates'
+    measured seconds per step, Pearson r 0.93 against this and 0.37 against FLOPs; a full-resolution inverted
+    residual net with fewer FLOPs than the hand-picked net trained 4x slower per step)."""
+    return sum(_activations(k) for k in genome_kernels(genome, input_shape, num_classes))
 
 
 def genome_flops(genome: Genome, input_shape: tuple[int, int, int], num_classes: int = 2) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._layers import drop_layer, set_flag
-from .cost import COST_OPS, genome_params
+from .cost import COST_OPS, genome_activations, genome_params
 from .genome import BlockGene, Genome
 
 
@@ -25,6 +25,8 @@ class SearchSpace:
     expansions: tuple[int, ...] = (1, 3, 6)
     max_channels: int = 256
     max_params: int = 500_000
+    # feature-map elements per sample a training step stores (cost.genome_activations): a cap on training cost
+    max_activations: int | None = None
 
     def __post_init__(self) -> None:
         for op in self.ops:
@@ -53,6 +55,9 @@ class SearchSpace:
                 out.append(f"stage gene {s}: only mbconv has an expansion")
         if not out and self.params(g) > self.max_params:
             out.append(f"{self.params(g)} parameters > cap {self.max_params}")
+        if not out and self.max_activations is not None and self.activations(g) > self.max_activations:
+            out.append(f"{self.activations(g)} activation elements per sample > training-cost cap "
+                       f"{self.max_activations}")
         return out
 
     def is_valid(self, g: Genome) -> bool:
@@ -60,6 +65,13 @@ class SearchSpace:
 
     def params(self, g: Genome) -> int:
         return genome_params(g, self.in_channels, self.num_classes)
+
+    def activations(self, g: Genome) -> int:
+        return genome_activations(g, (self.in_channels, self.input_size, self.input_size), self.num_classes)
+
+    def _too_big(self, g: Genome) -> bool:
+        return self.params(g) > self.max_params or (self.max_activations is not None
+                                                    and self.activations(g) > self.max_activations)
 
     def smallest(self) -> Genome:
         """The cheapest genome the space admits: fewest, narrowest layers, as many downsamplings as allowed, the
@@ -74,8 +86,21 @@ class SearchSpace:
         op = str(rng.choice(self.ops))
         return BlockGene(op, int(rng.choice(self.kernels)), int(rng.choice(self.expansions)) if op == "mbconv" else 1)
 
-    def sample(self, rng: np.random.Generator, max_depth: int | None = None) -> Genome:
-        """A random admissible genome (small by default: initial populations start shallow, as in ArchCraft)."""
+    def sample(self, rng: np.random.Generator, max_depth: int | None = None, tries: int = 32) -> Genome:
+        """A random admissible genome (small by default: initial populations start shallow, as in ArchCraft). A
+        draw that repair cannot bring inside the limits (a training-cost cap that no narrower or shallower version
+        of it meets) is drawn again, ``tries`` times at most; then the cheapest genome."""
+        for _ in range(tries - 1):
+            try:
+                return self._draw(rng, max_depth)
+            except ValueError:
+                continue
+        try:
+            return self._draw(rng, max_depth)
+        except ValueError:
+            return self.repair(self.smallest())
+
+    def _draw(self, rng: np.random.Generator, max_depth: int | None) -> Genome:
         depth = int(rng.integers(self.min_depth, (max_depth or self.max_depth) + 1))
         n_down = int(rng.integers(0, min(self.max_down, depth - 1) + 1))
         down = tuple(sorted(int(p) for p in rng.choice(np.arange(1, depth), n_down, replace=False)))
@@ -95,11 +120,11 @@ class SearchSpace:
         while g.out_channels > self.max_channels and g.double:
             g = set_flag(g, g.double[-1], "double", False)
         for _ in range(len(widths) + self.max_depth):
-            if g.depth > self.max_depth or (self.params(g) > self.max_params and g.width == widths[0]):
+            if g.depth > self.max_depth or (self._too_big(g) and g.width == widths[0]):
                 if g.depth <= self.min_depth:
                     break
                 g = drop_layer(g, g.depth - 1)
-            elif self.params(g) > self.max_params:
+            elif self._too_big(g):
                 g = replace(g, width=widths[widths.index(g.width) - 1])
             else:
                 break
