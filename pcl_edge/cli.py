@@ -57,8 +57,9 @@ def _evolve_parser(sub) -> None:
     p.add_argument("--screen", type=int, help="mutants drawn per child trained; the performance predictor keeps "
                                               "the predicted best (default: the preset's; 1 = no screening)")
     p.add_argument("--selection", choices=["constrained", "pareto"],
-                   help="constrained (default): accuracy is the objective, the latency budget and --max-params are "
-                        "constraints; pareto: NSGA-II over accuracy, parameters (and latency with --target)")
+                   help="constrained (default): accuracy is the objective, the latency budget, --max-params and "
+                        "max_train_cost are constraints; pareto: NSGA-II over accuracy, parameters (and latency with "
+                        "--target)")
     p.add_argument("--perf-predictor", help="performance predictor that screens children: pairwise (default) | ridge")
     p.add_argument("--threads", type=int, help="torch threads of every training (default: 1 per proxy training, "
                                                "every usable core for an expert's)")

@@ -47,7 +47,6 @@ def test_kernel_parameters_match_the_network(text):
 def test_activation_count_matches_the_networks_leaf_outputs():
     """genome_activations (the training-cost model) is exactly what a forward pass's leaf modules write per sample,
     for every block kind, shortcut projections, expansions 1 and >1, at CIFAR and digit sizes."""
-    import numpy as np
     import torch
 
     from pcl_edge.space import SearchSpace, build_network

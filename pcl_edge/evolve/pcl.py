@@ -14,7 +14,6 @@ from functools import cached_property
 import numpy as np
 
 from ..space import Genome, SearchSpace, build_network, crossover, mutate
-from ..space.cost import genome_activations
 from .candidate import Candidate, train_candidate
 from .individual import Individual
 from .learner import ExpertLearner
@@ -47,11 +46,12 @@ def task_space(cfg, task) -> SearchSpace:
     """The search space of one task (a data.Task): its input decides channels and how many downsamplings fit, and
     the hand-picked net's training cost on it the cap ``max_train_cost`` scales."""
     shape = tuple(task.spec.shape)
-    cap = None
-    if cfg.max_train_cost is not None:
-        cap = int(cfg.max_train_cost * genome_activations(Genome.parse(cfg.genome), shape, task.num_classes))
-    return SearchSpace(in_channels=shape[0], input_size=min(shape[1:]), num_classes=task.num_classes,
-                       max_depth=cfg.max_depth, max_params=cfg.max_params, max_activations=cap)
+    space = SearchSpace(in_channels=shape[0], input_size=min(shape[1:]), num_classes=task.num_classes,
+                        max_depth=cfg.max_depth, max_params=cfg.max_params)
+    if cfg.max_train_cost is None:
+        return space
+    # the hand-picked net counted as the space counts every candidate (at the input's shorter side)
+    return replace(space, max_activations=int(cfg.max_train_cost * space.activations(Genome.parse(cfg.genome))))
 
 
 def check_feasible(cfg, stream) -> None:
@@ -65,10 +65,13 @@ def check_train_cost(cfg, stream) -> None:
     """Stop before any work when the training-cost cap admits no genome of the space on some task."""
     for task in stream.tasks:
         space = task_space(cfg, task)
-        if space.max_activations is not None and space.activations(space.smallest()) > space.max_activations:
+        if space.max_activations is None:
+            continue
+        cheapest = space.activations(space.cheapest_to_train())
+        if cheapest > space.max_activations:
             raise ValueError(f"max_train_cost {cfg.max_train_cost:g} admits no network on task {task.id}: the "
-                             f"cheapest genome stores {space.activations(space.smallest()):,} activation elements "
-                             f"per sample, the cap is {space.max_activations:,}; raise it (or null: no cap)")
+                             f"cheapest genome to train stores {cheapest:,} activation elements per sample, the cap "
+                             f"is {space.max_activations:,}; raise it (or null: no cap)")
 
 
 def check_latency_budget(cfg, stream) -> None:

@@ -82,6 +82,13 @@ class SearchSpace:
         gene = BlockGene(op, min(self.kernels), 1 if op != "mbconv" else min(self.expansions))
         return Genome(depth, min(self.widths), tuple(range(1, n_down + 1)), (), (gene,) * (n_down + 1))
 
+    def cheapest_to_train(self) -> Genome:
+        """``smallest()``'s shape with whichever block stores the fewest activations per sample (an expansion-1
+        inverted residual stores fewer than a depthwise-separable block)."""
+        g = self.smallest()
+        genes = [BlockGene(op, min(self.kernels), min(self.expansions) if op == "mbconv" else 1) for op in self.ops]
+        return min((replace(g, stages=(gene,) * len(g.stages)) for gene in genes), key=self.activations)
+
     def random_gene(self, rng: np.random.Generator) -> BlockGene:
         op = str(rng.choice(self.ops))
         return BlockGene(op, int(rng.choice(self.kernels)), int(rng.choice(self.expansions)) if op == "mbconv" else 1)
@@ -89,7 +96,7 @@ class SearchSpace:
     def sample(self, rng: np.random.Generator, max_depth: int | None = None, tries: int = 32) -> Genome:
         """A random admissible genome (small by default: initial populations start shallow, as in ArchCraft). A
         draw that repair cannot bring inside the limits (a training-cost cap that no narrower or shallower version
-        of it meets) is drawn again, ``tries`` times at most; then the cheapest genome."""
+        of it meets) is drawn again, ``tries`` times at most; then the smallest genome (or the cheapest to train)."""
         for _ in range(tries - 1):
             try:
                 return self._draw(rng, max_depth)
@@ -98,7 +105,10 @@ class SearchSpace:
         try:
             return self._draw(rng, max_depth)
         except ValueError:
-            return self.repair(self.smallest())
+            try:
+                return self.repair(self.smallest())
+            except ValueError:
+                return self.repair(self.cheapest_to_train())
 
     def _draw(self, rng: np.random.Generator, max_depth: int | None) -> Genome:
         depth = int(rng.integers(self.min_depth, (max_depth or self.max_depth) + 1))
