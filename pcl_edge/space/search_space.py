@@ -97,18 +97,15 @@ class SearchSpace:
         """A random admissible genome (small by default: initial populations start shallow, as in ArchCraft). A
         draw that repair cannot bring inside the limits (a training-cost cap that no narrower or shallower version
         of it meets) is drawn again, ``tries`` times at most; then the smallest genome (or the cheapest to train)."""
-        for _ in range(tries - 1):
+        for _ in range(tries):
             try:
                 return self._draw(rng, max_depth)
             except ValueError:
                 continue
         try:
-            return self._draw(rng, max_depth)
+            return self.repair(self.smallest())
         except ValueError:
-            try:
-                return self.repair(self.smallest())
-            except ValueError:
-                return self.repair(self.cheapest_to_train())
+            return self.repair(self.cheapest_to_train())
 
     def _draw(self, rng: np.random.Generator, max_depth: int | None) -> Genome:
         depth = int(rng.integers(self.min_depth, (max_depth or self.max_depth) + 1))
