@@ -100,7 +100,7 @@ class Sampler:
 
 
 # -- (a) throughput ----------------------------------------------------------------------------------------------------
-def throughput(args, sampler: Sampler, device) -> dict:
+def throughput(args, sampler: Sampler, device, on_row=lambda rows: None) -> dict:
     import torch
 
     from pcl_edge.data import build_stream
@@ -164,22 +164,36 @@ def throughput(args, sampler: Sampler, device) -> dict:
         suffix = f", round {r + 1}" if args.repeat > 1 else ""
         rows += [timed(f"today (host batches, one at a time){suffix}", lambda: one_at_a_time(False)),
                  timed(f"device-resident (one at a time){suffix}", lambda: one_at_a_time(True))]
+        on_row(rows)
     # the K variants train every genome, unless one at a time did not get through them all within its cap: then
     # twice what it finished (K=1 runs about as fast as one at a time), so that the check keeps to its call
     n_k = len(cands) if rows[1]["candidates"] == len(cands) else max(2 * max(args.slots), 2 * rows[1]["candidates"])
-    by_k = {}
+    by_k, graphs = {}, True
     for k in args.slots:
-        ex = create_executor("gpu", progress=False, slots=k, device=str(device))
-        row = timed(f"gpu executor, K={k}", lambda ex=ex: [i.val_acc for i in ex.map(
-            train_candidate, cands[:n_k], shared={"task": view, "cfg": recipe})])
-        row["slots"] = k
-        row["peak_in_flight"] = ex.stats.peak
-        rows.append(row)
-        by_k[k] = row["val_acc"]
+        for attempt in ((graphs,) if not graphs else (True, False)):  # graphs that fail once: the rest eagerly
+            ex = create_executor("gpu", progress=False, slots=k, device=str(device), graphs=attempt)
+            try:
+                row = timed(f"gpu executor, K={k}" + ("" if attempt else " (eager)"),
+                            lambda ex=ex, n=n_k if k > 1 else rows[1]["candidates"]: [i.val_acc for i in ex.map(
+                                train_candidate, cands[:n],
+                                shared={"task": view, "cfg": recipe})])
+            except Exception as exc:  # noqa: BLE001 - one shot on the device: record the failure, keep the rest
+                log.exception("(a) gpu executor, K=%d, graphs=%s failed", k, attempt)
+                rows.append({"variant": f"gpu executor, K={k}", "slots": k, "graphs": attempt,
+                             "error": f"{type(exc).__name__}: {exc}"[:2000]})
+                graphs = False
+                continue
+            row.update(slots=k, graphs=attempt, peak_in_flight=ex.stats.peak)
+            rows.append(row)
+            by_k[k] = row["val_acc"]
+            break
+        on_row(rows)
     accs = list(by_k.values())
+    common = min((len(a) for a in accs), default=0)  # K=1 trains what one at a time finished
     both = min(len(rows[0]["val_acc"]), len(rows[1]["val_acc"]))
     return {"genomes": [str(g) for g in genomes], "params": params, "steps": args.steps, "batch": args.batch,
-            "tasks": len(stream), "rows": rows, "identical_across_k": all(a == accs[0] for a in accs),
+            "tasks": len(stream), "rows": rows, "graphs": graphs,
+            "identical_across_k": bool(accs) and all(a[:common] == accs[0][:common] for a in accs),
             # host float32 batches vs the resident copy (float16 on a GPU: small differences expected there)
             "max_val_acc_diff_host_vs_resident": max((abs(a - b) for a, b in zip(rows[0]["val_acc"][:both],
                                                                                  rows[1]["val_acc"][:both])),
@@ -200,11 +214,13 @@ def plan_generations(rate_per_min: float, n_tasks: int, seconds: float, args) ->
     return int(np.clip((cands - cfg.population) // max(1, cfg.num_children), 1, cfg.generations))
 
 
-def evolve_run(args, out: Path, generations: int, timeout_s: float, sampler: Sampler) -> dict:
+def evolve_run(args, out: Path, generations: int, timeout_s: float, sampler: Sampler, graphs: bool = True) -> dict:
     run = out / "run"
     cmd = [sys.executable, "-m", "pcl_edge.cli", "evolve", "--preset", args.preset, "--data", args.data,
            "--tasks", args.tasks, "--executor", "gpu", "--slots", "16", "--generations", str(generations),
            "--proxy-steps", str(args.proxy_steps), "--final-steps", str(args.final_steps), "--out", str(run)]
+    if not graphs:  # graphs failed in (a): the run steps eagerly
+        cmd.append("--no-cuda-graphs")
     log.info("(b) %s", " ".join(cmd))
     start = time.perf_counter()
     try:
@@ -325,15 +341,17 @@ def main() -> None:
                                           capture_output=True, text=True, timeout=10).stdout.strip() or None
     start = time.perf_counter()
     try:
-        result["throughput"] = throughput(args, sampler, device)
+        result["throughput"] = throughput(args, sampler, device,
+                                          on_row=lambda rows: _save(out, {**result, "throughput_so_far": rows}))
         _save(out, result)
         if not args.skip_evolve:
-            k16 = next((r for r in result["throughput"]["rows"] if r.get("slots") == (16 if not args.dry_run else 4)),
-                       result["throughput"]["rows"][-1])
+            ok = [r for r in result["throughput"]["rows"] if "error" not in r]
+            k16 = next((r for r in ok if r.get("slots") == (16 if not args.dry_run else 4)), ok[-1])
             left = args.budget_s - (time.perf_counter() - start) - 45  # 45 s to pack and write what comes back
             seconds = min(args.evolve_s, left / 1.3)
             gens = plan_generations(k16["candidates_per_min"], result["throughput"]["tasks"], seconds, args)
-            result["evolve"] = evolve_run(args, out, gens, max(30.0, left), sampler)
+            result["evolve"] = evolve_run(args, out, gens, max(30.0, left), sampler,
+                                          graphs=result["throughput"]["graphs"])
             result["evolve"]["generations"] = gens
             result["run_parts"] = pack_run(out / "run", out)
             shutil.rmtree(out / "run", ignore_errors=True)  # its files came back packed

@@ -86,6 +86,8 @@ def _executor_args(p) -> None:
                         "trainings in flight on one GPU (gpu; see --slots) or Ray tasks. Default: gpu for a new "
                         "evolve run when this process sees a CUDA device and --workers is not given, else local")
     p.add_argument("--slots", type=int, default=16, help="gpu executor: trainings in flight at once (default 16)")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="gpu executor: run each training step eagerly instead of replaying it as a CUDA graph")
     p.add_argument("--ray-address", help="an existing Ray cluster (auto | HOST:PORT); default: start a local one")
     p.add_argument("--cpus-per-trial", type=float, default=1,
                    help="Ray: CPUs reserved per candidate (its torch threads come from the recipe: --threads; "
@@ -147,7 +149,7 @@ def _run_options(args) -> dict:
         raise ValueError(f"--slots must be at least 1 (got {args.slots})")
     options = {"workers": args.workers} if args.executor == "local" else {}
     if args.executor == "gpu":
-        options = {"slots": args.slots}
+        options = {"slots": args.slots, "graphs": getattr(args, "cuda_graphs", True)}
     if args.executor == "ray":
         options = {"address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
                    "gpus_per_trial": args.gpus_per_trial}

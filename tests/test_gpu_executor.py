@@ -149,10 +149,11 @@ def test_the_cli_takes_the_gpu_executor_and_its_slots(monkeypatch):
     def options(*argv):
         return _run_options(build_parser().parse_args(["evolve", *argv]))
 
-    assert options("--executor", "gpu", "--slots", "8")["executor_options"] == {"slots": 8}
+    assert options("--executor", "gpu", "--slots", "8")["executor_options"] == {"slots": 8, "graphs": True}
+    assert options("--executor", "gpu", "--no-cuda-graphs")["executor_options"] == {"slots": 16, "graphs": False}
     assert options()["executor"] == "local"  # no CUDA here
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert options()["executor"] == "gpu" and options()["executor_options"] == {"slots": 16}
+    assert options()["executor"] == "gpu" and options()["executor_options"] == {"slots": 16, "graphs": True}
     assert options("--workers", "2")["executor"] == "local"  # asking for worker processes means the local one
     # a resumed run keeps the local default: its numbers must not change because a GPU is now visible
     assert options("--resume", "runs/x")["executor"] == "local"
