@@ -378,3 +378,70 @@ def test_children_continue_their_parent_s_schedule(reference, tmp_path):
     assert checked >= 4
     restarts = evolve(searched(lineage_schedule=False, generations=1), out=tmp_path / "r", progress=False)
     assert restarts and all(c["position"] == e["steps"] for e in events(tmp_path / "r", "rung") for c in e["trained"])
+
+
+def _scored(monkeypatch, score):
+    """PCLLearner._train with validation accuracies (and positions) rewritten by ``score(individual)``."""
+    from pcl_edge.evolve.pcl import PCLLearner
+
+    real = PCLLearner._train
+
+    def train(self, cands, t, desc, cfg=None):
+        out = real(self, cands, t, desc, cfg)
+        for ind in out:
+            score(ind)
+        return out
+
+    monkeypatch.setattr(PCLLearner, "_train", train)
+
+
+@pytest.mark.parametrize("children_ahead", [True, False])
+def test_the_seeded_incumbent_keeps_its_place_until_a_child_beats_it_at_equal_steps(tmp_path, monkeypatch,
+                                                                                     children_ahead):
+    """Issue 21 item 4: the hand-picked seed learns slowly at first (seed 1 of the item-8 runs: the lowest
+    accuracy of the first population after 50 steps, extinct after one generation). As the incumbent it trains
+    beside every generation's children, step for step, and keeps its place while no child beats it in no more
+    steps. Children with more steps (``children_ahead``) do not displace it; a child level in steps that scores
+    higher does, and then it is an ordinary member (here the worst: dropped)."""
+    lineage = {"baseline", "incumbent"}
+
+    def score(ind):
+        if ind.op in lineage:
+            ind.val_acc = 0.1  # the worst, always
+        elif ind.op == "init":
+            ind.val_acc = 0.9
+        else:  # a child: better than the incumbent, and (children_ahead) further along
+            ind.val_acc = 0.95
+            ind.position += 1000 if children_ahead else 0
+
+    _scored(monkeypatch, score)
+    cfg = searched(tasks="1x2", screen=1)
+    evolve(cfg, out=tmp_path / "r", progress=False, executor_options={"workers": 1})
+    (pop,) = events(tmp_path / "r", "population")
+    (seed,) = [m for m in pop["members"] if m["op"] == "baseline"]
+    assert seed["incumbent"] is True
+    position = seed["position"]
+    for gen in events(tmp_path / "r", "generation"):
+        uid = f"t1-g{gen['generation']}-inc"
+        rungs = [e for e in events(tmp_path / "r", "rung") if e["generation"] == gen["generation"]]
+        if gen["generation"] == 1 or children_ahead:  # trained beside the children, rung for rung
+            assert [e["incumbent"]["uid"] for e in rungs] == [uid] * len(cfg.rung_steps)
+            position += sum(cfg.rung_steps)
+            assert rungs[-1]["incumbent"]["position"] == position
+            assert rungs[-1]["incumbent"]["parent"] == (seed["uid"] if gen["generation"] == 1 else "t1-g1-inc")
+        else:  # displaced in generation 1: no incumbent any more
+            assert not any("incumbent" in e for e in rungs)
+        assert (uid in gen["survivors"]) == children_ahead
+    (expert,) = events(tmp_path / "r", "expert")
+    assert (expert["selected_from"] == f"t1-g{cfg.generations}-inc") is False  # accuracy still chooses the expert
+
+
+def test_without_keep_incumbent_the_seed_is_an_ordinary_member(tmp_path, monkeypatch):
+    _scored(monkeypatch, lambda ind: setattr(ind, "val_acc", 0.1 if ind.op == "baseline" else 0.9))
+    evolve(searched(tasks="1x2", screen=1, keep_incumbent=False), out=tmp_path / "r", progress=False,
+           executor_options={"workers": 1})
+    (pop,) = events(tmp_path / "r", "population")
+    assert not any(m.get("incumbent") for m in pop["members"])
+    assert not any("incumbent" in e for e in events(tmp_path / "r", "rung"))
+    (seed,) = [m["uid"] for m in pop["members"] if m["op"] == "baseline"]
+    assert seed not in events(tmp_path / "r", "generation")[0]["survivors"]  # the worst: dies in generation 1

@@ -184,7 +184,9 @@ class PCLLearner(ExpertLearner):
         if baseline is not None:  # the hand-picked net takes the last slot: the search starts no worse than it
             genomes = [g for g in genomes if g != baseline][: self.cfg.population - 1] + [baseline]
             ops = ["init"] * (len(genomes) - 1) + ["baseline"]
-        cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=g, op=op, run_seed=self.cfg.seed, schedule=self._schedule())
+        incumbent = {"incumbent": True} if self.cfg.keep_incumbent else None
+        cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=g, op=op, run_seed=self.cfg.seed, schedule=self._schedule(),
+                           extra=incumbent if op == "baseline" else None)
                  for k, (g, op) in enumerate(zip(genomes, ops))]
         return self._train(cands, t, f"task {t + 1} init")
 
@@ -275,13 +277,28 @@ class PCLLearner(ExpertLearner):
         key = lambda i: (late[i] if late is not None else 0.0, -inds[i].val_acc, inds[i].params, inds[i].uid)  # noqa
         return [inds[i] for i in sorted(sorted(range(len(inds)), key=key)[:k])]
 
+    @staticmethod
+    def _incumbent(pop: list[Individual]) -> Individual | None:
+        return next((i for i in pop if i.extra.get("incumbent")), None)
+
+    def _continue_incumbent(self, t: int, g: int, r: int, inc: Individual) -> Candidate:
+        """The incumbent's training through rung r of generation g: as many steps as a child promoted to that rung
+        takes, from its own weights, on along its schedule; one identity per generation."""
+        return Candidate(uid=f"t{t + 1}-g{g}-inc", genome=inc.genome, op="incumbent", run_seed=self.cfg.seed,
+                         parent=inc.parent if r else inc.uid, rung=r, resume_state=inc.state, inherited=inc.inherited,
+                         train_s=inc.train_s if r else 0.0, schedule=self._schedule(inc.position),
+                         extra={"incumbent": True})
+
     def _generation(self, t: int, g: int, pop: list[Individual]) -> list[Individual]:
-        """Draft (and screen) the children, train them rung by rung, then (mu+lambda) NSGA-II selection. The state
-        is saved after every rung, so an interrupted generation resumes at the rung it was in."""
+        """Draft (and screen) the children, train them rung by rung, then (mu+lambda) selection. The incumbent (see
+        ``EvolveConfig.keep_incumbent``) trains beside the children, and keeps its place until a child reaches a
+        higher validation accuracy in no more steps. The state is saved after every rung, so an interrupted
+        generation resumes at the rung it was in."""
         own, cfg = self.state["own"], self.cfg
         pending = own.get("pending")
         if not pending or pending["generation"] != g:
-            pending = own["pending"] = {"generation": g, "rung": -1, "alive": self._draft(t, g, pop), "dropped": []}
+            pending = own["pending"] = {"generation": g, "rung": -1, "alive": self._draft(t, g, pop), "dropped": [],
+                                        "incumbent": self._incumbent(pop)}
         steps, sizes = cfg.rung_steps, cfg.rung_sizes
         while pending["rung"] + 1 < len(steps):
             r = pending["rung"] + 1
@@ -294,27 +311,45 @@ class PCLLearner(ExpertLearner):
                                    resume_state=i.state, inherited=i.inherited, train_s=i.train_s,
                                    schedule=self._schedule(i.position),
                                    extra={k: v for k, v in i.extra.items() if k != "latency_ms"}) for i in alive]
-            trained = self._train(alive, t, f"task {t + 1} gen {g}/{cfg.generations} rung {r}",
+            inc = pending.get("incumbent")
+            side = [self._continue_incumbent(t, g, r, inc)] if inc is not None else []
+            trained = self._train(alive + side, t, f"task {t + 1} gen {g}/{cfg.generations} rung {r}",
                                   replace(cfg.proxy, steps=steps[r]))
+            if side:
+                pending["incumbent"] = trained.pop()
             self.run.event("rung", task=t + 1, generation=g, rung=r, steps=steps[r],
-                           trained=[i.record() for i in trained])
+                           trained=[i.record() for i in trained],
+                           **({"incumbent": pending["incumbent"].record()} if side else {}))
             if r == 0:
                 self._learn_from(t, g, trained)
             pending.update(rung=r, alive=trained)
             self.save()
-        children = pending["alive"]
+        children, inc = pending["alive"], pending.get("incumbent")
         merged = pop + children
-        if cfg.selection == "constrained":  # the best by (feasibility, accuracy, fewer params): the elite is first
-            keep = self._constrained_order(merged)[: cfg.population]
-        else:
-            keep = nsga2_select(objective_matrix(merged, self.objectives), cfg.population,
-                                elite=best_index(merged, self.limit_ms), violation=self.violation(merged))
+        if inc is not None:  # the incumbent's continuation replaces it
+            merged = [i for i in pop if not i.extra.get("incumbent")] + children + [inc]
+            rival = max((c for c in children if c.position <= inc.position), key=lambda c: c.val_acc, default=None)
+            if rival is not None and rival.val_acc > inc.val_acc:
+                inc.extra.pop("incumbent")  # beaten at equal steps: an ordinary member from now on
+                log.info("task %d gen %d: %s (%.4f) beats the incumbent %s (%.4f) at %d steps", t + 1, g, rival.uid,
+                         rival.val_acc, inc.genome, inc.val_acc, inc.position)
+        keep = self._select(merged, cfg.population)
+        if inc is not None and inc.extra.get("incumbent") and len(merged) - 1 not in keep:
+            keep = [*self._select(merged[:-1], cfg.population - 1), len(merged) - 1]  # it keeps its place
         survivors = [merged[i] for i in sorted(keep)]
         own["pending"] = None
         self.run.event("generation", task=t + 1, generation=g, children=[c.record() for c in children],
                        dropped=pending["dropped"], survivors=[s.uid for s in survivors],
                        best_val_acc=round(max(s.val_acc for s in survivors), 6))
         return survivors
+
+    def _select(self, merged: list[Individual], n: int) -> list[int]:
+        """(mu+lambda): the n to keep, by (feasibility, accuracy, fewer params) with ``selection="constrained"`` (the
+        elite first), else NSGA-II."""
+        if self.cfg.selection == "constrained":
+            return self._constrained_order(merged)[:n]
+        return list(nsga2_select(objective_matrix(merged, self.objectives), n, elite=best_index(merged, self.limit_ms),
+                                 violation=self.violation(merged)))
 
     def _learn_from(self, t: int, g: int, trained: list[Individual]) -> None:
         """Score the predictor on what it screened (Kendall tau, top-k precision against the first-rung accuracies
