@@ -186,3 +186,23 @@ def test_on_a_gpu_k_slots_give_the_one_slot_results(local_reference, tmp_path):
     eight = evolve(_tiny(), out=tmp_path / "k8", progress=False, executor="gpu", executor_options={"slots": 8})
     assert_same_experts(expert_states(tmp_path / "k1"), expert_states(tmp_path / "k8"))
     assert one["accuracy_matrix"] == eight["accuracy_matrix"]
+
+
+def test_the_cache_is_released_before_a_capture_only_when_it_is_full(monkeypatch):
+    """Issue 24, seen on an H200: the pools of freed CUDA graphs stay cached (143 GB held), and a capture cannot free
+    memory, so a capture ran out. Before a capture the cache is emptied when it holds over CACHE_LIMIT of the
+    device; below that nothing is done (emptying waits for the device). torch.cuda's readings are faked here."""
+    from types import SimpleNamespace
+
+    from pcl_edge.evolve import cuda_graph
+
+    emptied, reserved = [], {"bytes": 0}
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: reserved["bytes"])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=100))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(reserved["bytes"]))
+    dev = torch.device("cuda", 0)
+    for held in (10, 50, 51, 99):
+        reserved["bytes"] = held
+        assert cuda_graph.release_cache_if_full(dev) == (held > 50)
+    assert emptied == [51, 99] and cuda_graph.CACHE_LIMIT == 0.5
+    assert cuda_graph.release_cache_if_full(dev, limit=0.9) is True and emptied[-1] == 99
