@@ -87,7 +87,8 @@ def _executor_args(p) -> None:
                         "evolve run when this process sees a CUDA device and --workers is not given, else local")
     p.add_argument("--slots", type=int, default=16, help="gpu executor: trainings in flight at once (default 16)")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
-                   help="gpu executor: run each training step eagerly instead of replaying it as a CUDA graph")
+                   help="gpu executor: run each training step eagerly instead of replaying it as a CUDA graph "
+                        "(default: graphs on)")
     p.add_argument("--ray-address", help="an existing Ray cluster (auto | HOST:PORT); default: start a local one")
     p.add_argument("--cpus-per-trial", type=float, default=1,
                    help="Ray: CPUs reserved per candidate (its torch threads come from the recipe: --threads; "

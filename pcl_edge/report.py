@@ -260,7 +260,7 @@ def latency_plot(points: list[tuple[int, float, float]], path: Path, xlabel: str
 
 def task_candidates(run: Path, task_id: int) -> list[dict]:
     """What the search evaluated on a task: the Pareto CSV when the run wrote one, else the event log (initial or
-    inherited population and every generation's children)."""
+    inherited population, every generation's children and its incumbent)."""
     csv_path = run / "pareto" / f"task_{task_id:02d}.csv"
     if csv_path.exists():
         return list(csv.DictReader(csv_path.open()))
@@ -269,7 +269,7 @@ def task_candidates(run: Path, task_id: int) -> list[dict]:
     rows: list[dict] = []
     for e in RunDir(run).events():
         if e.get("task") == task_id and e["event"] in ("population", "generation"):
-            rows += e.get("members", []) + e.get("children", [])
+            rows += e.get("members", []) + e.get("children", []) + ([e["incumbent"]] if "incumbent" in e else [])
     return rows
 
 

@@ -340,6 +340,7 @@ class PCLLearner(ExpertLearner):
         own["pending"] = None
         self.run.event("generation", task=t + 1, generation=g, children=[c.record() for c in children],
                        dropped=pending["dropped"], survivors=[s.uid for s in survivors],
+                       **({"incumbent": inc.record()} if inc is not None else {}),
                        best_val_acc=round(max(s.val_acc for s in survivors), 6))
         return survivors
 
