@@ -181,13 +181,18 @@ def throughput(args, sampler: Sampler, device, on_row=lambda rows: None) -> dict
                 log.exception("(a) gpu executor, K=%d, graphs=%s failed", k, attempt)
                 rows.append({"variant": f"gpu executor, K={k}", "slots": k, "graphs": attempt,
                              "error": f"{type(exc).__name__}: {exc}"[:2000]})
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                    break  # too many slots for the device: graphs are not to blame
                 graphs = False
                 continue
+            finally:
+                release(device)
             row.update(slots=k, graphs=attempt, peak_in_flight=ex.stats.peak)
             rows.append(row)
             by_k[k] = row["val_acc"]
             break
         on_row(rows)
+    release(device)
     accs = list(by_k.values())
     common = min((len(a) for a in accs), default=0)  # K=1 trains what one at a time finished
     both = min(len(rows[0]["val_acc"]), len(rows[1]["val_acc"]))
@@ -198,6 +203,19 @@ def throughput(args, sampler: Sampler, device, on_row=lambda rows: None) -> dict
             "max_val_acc_diff_host_vs_resident": max((abs(a - b) for a, b in zip(rows[0]["val_acc"][:both],
                                                                                  rows[1]["val_acc"][:both])),
                                                      default=None)}
+
+
+def release(device) -> None:
+    """Hand this process's cached device memory back (a row's graphs and models are gone): the next row, and the
+    evolve run's own process in (b), start on an empty device. Without it (the first H200 call) this process held
+    116 GiB while (b) ran, and a capture there ran out of memory."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 # -- (b) evolve --------------------------------------------------------------------------------------------------------

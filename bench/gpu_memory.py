@@ -1,7 +1,7 @@
 """Device memory over a long search on a GPU: the `gpu` executor trains the same random genomes map after map, and
-after each map the allocator's live (allocated) and held (reserved) bytes are read. With the cache release off
-(``--limit`` above 1) the held bytes grow map after map while the live bytes stay flat: every captured graph's pool is
-cached when the graph is freed. With it on they stay under the limit. Run on a GPU (a device call):
+after each map the allocator's live (allocated) and held (reserved) GiB are read, for each cache limit of
+``--limits`` (``cuda_graph.CACHE_LIMIT``: how full the device may be before a capture empties the cache; above 1:
+never). Every captured graph's pool stays cached when the graph is freed. Run on a GPU (a device call):
 
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 bench/gpu_memory.py --data imagefolder:.gpu_data/cifar10-train-jpg.tar.xz
 """
@@ -44,6 +44,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     genomes = [space.sample(rng) for _ in range(args.genomes)]
     recipe = TrainConfig(steps=args.steps, batch_size=128, lr=0.1, augment=cfg.proxy.augment, threads=1)
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_memory measures a CUDA device; this process sees none")
     gb = 2**-30
     result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
               "torch": torch.__version__, "genomes": args.genomes, "steps": args.steps, "slots": args.slots,
@@ -60,9 +62,9 @@ def main() -> None:
             out = ex.map(train_candidate, cands, shared={"task": view, "cfg": recipe})
             row = {"map": m, "seconds": round(time.perf_counter() - start, 1),
                    "failed": sum(1 for i in out if i.extra.get("failed")),
-                   "allocated_gb": round(torch.cuda.memory_allocated() * gb, 2),
-                   "reserved_gb": round(torch.cuda.memory_reserved() * gb, 2),
-                   "peak_reserved_gb": round(torch.cuda.max_memory_reserved() * gb, 2)}
+                   "allocated_gib": round(torch.cuda.memory_allocated() * gb, 2),
+                   "reserved_gib": round(torch.cuda.memory_reserved() * gb, 2),
+                   "peak_reserved_gib": round(torch.cuda.max_memory_reserved() * gb, 2)}
             log.info("limit %.2f %s", limit, row)
             run["maps"].append(row)
         result["runs"].append(run)

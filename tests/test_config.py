@@ -108,8 +108,7 @@ def test_every_option_of_evolve_is_reachable_from_a_config_file():
     evolve = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "evolve")[1]
     where = {"proxy_steps": "proxy.steps", "final_steps": "final.steps", "latency_budget": "latency_budget_ms"}
     not_the_run = {"help", "out", "resume", "config", "overrides", "workers", "executor", "ray_address",
-                   "cpus_per_trial", "gpus_per_trial", "slots", "cuda_graphs"}  # where and how it runs, not what
-    # it computes
+                   "cpus_per_trial", "gpus_per_trial", "slots", "cuda_graphs"}  # where and how, not what it computes
     fields = set(dataclasses.asdict(load_config(None)))
     for action in evolve._actions:
         if action.dest in not_the_run:

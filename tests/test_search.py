@@ -272,13 +272,15 @@ def test_a_run_made_before_selection_modes_resumes_as_it_ran(tmp_path):
     evolve(cfg, out=tmp_path / "r", progress=False)
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
     assert stored["selection"] == "constrained"
-    for key in ("selection", "lineage_schedule", "seed_baseline", "preserve_depth", "max_train_cost"):  # from 0.1.0
+    for key in ("selection", "lineage_schedule", "seed_baseline", "preserve_depth", "max_train_cost",
+                "keep_incumbent"):  # from 0.1.0
         del stored[key]
     (tmp_path / "r" / "config.json").write_text(json.dumps(stored))
     cfg = RunDir.open(tmp_path / "r")[1]
     assert (cfg.selection, cfg.lineage_schedule, cfg.seed_baseline, cfg.preserve_depth) == ("pareto", False, False,
                                                                                            False)
     assert cfg.max_train_cost is None  # no training-cost cap: it did not have one
+    assert cfg.keep_incumbent is False
 
 
 def test_the_first_population_holds_the_hand_picked_net_or_its_largest_fitting_variant(tmp_path):
@@ -433,7 +435,7 @@ def test_the_seeded_incumbent_keeps_its_place_until_a_child_beats_it_at_equal_st
             assert not any("incumbent" in e for e in rungs)
         assert (uid in gen["survivors"]) == children_ahead
     (expert,) = events(tmp_path / "r", "expert")
-    assert (expert["selected_from"] == f"t1-g{cfg.generations}-inc") is False  # accuracy still chooses the expert
+    assert expert["selected_from"] != f"t1-g{cfg.generations}-inc"  # kept, but accuracy still chooses the expert
 
 
 def test_without_keep_incumbent_the_seed_is_an_ordinary_member(tmp_path, monkeypatch):
@@ -445,3 +447,21 @@ def test_without_keep_incumbent_the_seed_is_an_ordinary_member(tmp_path, monkeyp
     assert not any("incumbent" in e for e in events(tmp_path / "r", "rung"))
     (seed,) = [m["uid"] for m in pop["members"] if m["op"] == "baseline"]
     assert seed not in events(tmp_path / "r", "generation")[0]["survivors"]  # the worst: dies in generation 1
+
+
+def test_an_incumbent_whose_training_failed_leaves_the_run_going(tmp_path, monkeypatch):
+    """Its continuation failed (out of memory on a GPU: no weights, accuracy 0): the run does not try to go on from
+    those empty weights; the seed stays as it was before the generation, an ordinary member for that generation."""
+    def score(ind):
+        if ind.op == "incumbent":
+            ind.extra = {"failed": "OutOfMemoryError"}
+            ind.state, ind.val_acc = {}, 0.0
+
+    _scored(monkeypatch, score)
+    evolve(searched(tasks="1x2", screen=1), out=tmp_path / "r", progress=False, executor_options={"workers": 1})
+    (seed,) = [m for m in events(tmp_path / "r", "population")[0]["members"] if m["op"] == "baseline"]
+    gen1 = [e for e in events(tmp_path / "r", "rung") if e["generation"] == 1]
+    assert gen1[0]["incumbent"]["failed"] == "OutOfMemoryError" and "incumbent" not in gen1[1]
+    first = events(tmp_path / "r", "generation")[0]
+    assert "incumbent" not in first and "t1-g1-inc" not in first["survivors"]
+    assert len(events(tmp_path / "r", "expert")) == 1 and seed["incumbent"]

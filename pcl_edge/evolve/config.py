@@ -52,10 +52,11 @@ class EvolveConfig:
     # pcl: a fresh population contains ``genome`` (or its largest width/depth variant within the latency budget),
     # so the search never starts worse than the hand-picked net
     seed_baseline: bool = True
-    # pcl: that seed is the first task's incumbent. It trains on beside each generation's children, step for step
-    # (as many steps as a promoted child takes), keeps its place in the population while no child beats it at equal
-    # steps, and so can still become the expert. False: the seed is an ordinary member, and a slow starter (judged
-    # after a few dozen steps against children with three times as many) dies in the first generation (issue 21)
+    # pcl: that seed is the incumbent of a fresh population (the first task; every task of pcl-scratch). It trains
+    # on beside each generation's children, step for step (as many steps as a promoted child takes), keeps its place
+    # in the population while no feasible child beats it at equal steps, and so can still become the expert. False:
+    # the seed is an ordinary member, and a slow starter (judged after a few dozen steps against children with three
+    # times as many) dies in the first generation (issue 21)
     keep_incumbent: bool = True
     # a layer inserted by depth_up starts as the identity and the other layers keep their own weights (False: layers
     # aligned by position within a stage, what runs made before it did)
@@ -338,7 +339,8 @@ PRESETS: dict[str, dict] = {
     "cpu": dict(population=6, generations=2, max_depth=8, max_params=300_000, max_train_cost=1.0,
                 proxy=TrainConfig(steps=60, batch_size=32, threads=1), final=TrainConfig(steps=300, batch_size=32)),
     # a workstation GPU: bigger population, longer proxies, 16 trainings in flight (--executor gpu). Issue 24: the one
-    # configuration measured end to end on a GPU (an H200, BENCHMARKS.md): Split CIFAR-10 in 143 s, ACC 0.9557. It
+    # configuration measured end to end on a GPU (an H200, BENCHMARKS.md): Split CIFAR-10 in 143 s, ACC 0.9557, before
+    # the incumbent and the cache release were added. It
     # was chosen on time (the issue asks for <= 10 minutes), not on validation: no second configuration completed in
     # the device time there was. The one before it (10 generations, 400-step proxies, 3,000-step experts) was never
     # run; from the measured rates it would take about 20 minutes.

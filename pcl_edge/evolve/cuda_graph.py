@@ -139,22 +139,25 @@ def _capture_stream():
     return side
 
 
-# the share of the device's memory the allocator may hold before a capture hands its cached blocks back first
+# how full the device may be (all processes on it) before a capture hands this process's cached blocks back first
 CACHE_LIMIT = 0.5
 
 
-def release_cache_if_full(device: torch.device, limit: float = CACHE_LIMIT) -> bool:
-    """Empty the allocator's cache when it holds more than ``limit`` of the device's memory. Every captured graph
-    has its own memory pool; when the graph is freed its blocks stay cached, and ordinary allocations do not reuse
-    them. Outside a capture a failed allocation empties the cache and retries by itself, but inside one it cannot
-    (nothing may be freed while a stream captures), so without this a long search fills the device with dead pools
-    until a capture runs out of memory (seen on an H200: 143 GB held, a 37 k-parameter candidate failed). Emptying
-    waits for the device, so it is done only when the cache is that full: rarely."""
-    reserved = torch.cuda.memory_reserved(device)
-    if reserved <= limit * torch.cuda.get_device_properties(device).total_memory:
+def release_cache_if_full(device: torch.device, limit: float | None = None) -> bool:
+    """Empty this process's allocator cache when the device is more than ``limit`` (default ``CACHE_LIMIT``) full,
+    counting every process on it, and the cache holds blocks nothing uses. Outside a capture a failed allocation
+    empties the cache and retries by itself, but inside one it cannot (nothing may be freed while a stream
+    captures). Every captured graph has its own memory pool, whose blocks stay cached once the graph is freed, so
+    a long search holds more and more. Seen on an H200 (issue 24): a search whose process held 13.3 GiB reserved
+    but unallocated, beside another process holding 116 GiB, failed a capture out of memory with 15.6 MiB free.
+    Emptying waits for the device, so it is done only when the device is that full: rarely."""
+    free, total = torch.cuda.mem_get_info(device)
+    limit = CACHE_LIMIT if limit is None else limit
+    idle = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if free >= (1 - limit) * total or idle <= 0:
         return False
     torch.cuda.empty_cache()
-    log.debug("released cached CUDA memory: %.1f GB were reserved", reserved / 2**30)
+    log.debug("released %.1f GiB of cached CUDA memory (%.1f GiB were free)", idle / 2**30, free / 2**30)
     return True
 
 

@@ -279,6 +279,7 @@ class PCLLearner(ExpertLearner):
 
     @staticmethod
     def _incumbent(pop: list[Individual]) -> Individual | None:
+        """The member that holds the incumbency (``EvolveConfig.keep_incumbent``), if one does."""
         return next((i for i in pop if i.extra.get("incumbent")), None)
 
     def _continue_incumbent(self, t: int, g: int, r: int, inc: Individual) -> Candidate:
@@ -316,10 +317,13 @@ class PCLLearner(ExpertLearner):
             trained = self._train(alive + side, t, f"task {t + 1} gen {g}/{cfg.generations} rung {r}",
                                   replace(cfg.proxy, steps=steps[r]))
             if side:
-                pending["incumbent"] = trained.pop()
+                cont = trained.pop()
+                pending["incumbent"] = None if cont.extra.get("failed") else cont
+                if pending["incumbent"] is None:  # e.g. out of memory: no weights to go on from
+                    log.warning("task %d gen %d: the incumbent's training failed (%s); this generation it is an "
+                                "ordinary member, as it was before the generation", t + 1, g, cont.extra["failed"])
             self.run.event("rung", task=t + 1, generation=g, rung=r, steps=steps[r],
-                           trained=[i.record() for i in trained],
-                           **({"incumbent": pending["incumbent"].record()} if side else {}))
+                           trained=[i.record() for i in trained], **({"incumbent": cont.record()} if side else {}))
             if r == 0:
                 self._learn_from(t, g, trained)
             pending.update(rung=r, alive=trained)
@@ -328,7 +332,11 @@ class PCLLearner(ExpertLearner):
         merged = pop + children
         if inc is not None:  # the incumbent's continuation replaces it
             merged = [i for i in pop if not i.extra.get("incumbent")] + children + [inc]
-            rival = max((c for c in children if c.position <= inc.position), key=lambda c: c.val_acc, default=None)
+            # a rival: a feasible child with no more steps (its lineage cannot be ahead of the incumbent's, which
+            # trains every rung; the check keeps that true if rungs ever change)
+            late = self.violation(children)
+            fair = [c for k, c in enumerate(children) if c.position <= inc.position and (late is None or not late[k])]
+            rival = max(fair, key=lambda c: c.val_acc, default=None)
             if rival is not None and rival.val_acc > inc.val_acc:
                 inc.extra.pop("incumbent")  # beaten at equal steps: an ordinary member from now on
                 log.info("task %d gen %d: %s (%.4f) beats the incumbent %s (%.4f) at %d steps", t + 1, g, rival.uid,
