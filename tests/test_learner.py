@@ -275,5 +275,6 @@ def test_the_python_api_tells_the_same_story_as_the_cli(tmp_path):
     assert "task 1/2 done" in res.stderr and "task 2/2 done" in res.stderr and "left" in res.stderr
     # the expert's final training shows its optimizer steps, not 0/1 candidates for its whole duration
     steps = preset_config("tiny", "digits").final.steps
-    assert "task 1 expert:" in res.stderr and f"/{steps} [" in res.stderr and "step/s" in res.stderr
+    assert "task 2 expert:" in res.stderr and f"/{steps} [" in res.stderr and "step/s" in res.stderr
+    assert "task 1 expert race:" in res.stderr  # the search's choice and the hand-picked seed, side by side
     assert "0/1 [" not in res.stderr
