@@ -54,9 +54,10 @@ class EvolveConfig:
     seed_baseline: bool = True
     # pcl: that seed is the incumbent of a fresh population (the first task; every task of pcl-scratch). It trains
     # on beside each generation's children, step for step (as many steps as a promoted child takes), keeps its place
-    # in the population while no feasible child beats it at equal steps, and so can still become the expert. False:
-    # the seed is an ordinary member, and a slow starter (judged after a few dozen steps against children with three
-    # times as many) dies in the first generation (issue 21)
+    # in the population whatever it scores, and races the search's choice for the expert: both get the final
+    # training, side by side, and the better on validation is archived. False: the seed is an ordinary member, and a
+    # slow starter dies in the first generation: issue 21, seed 1, judged at 50 steps against children with 150; kept
+    # but judged at 150 steps, a 1,358-parameter net still beat it
     keep_incumbent: bool = True
     # a layer inserted by depth_up starts as the identity and the other layers keep their own weights (False: layers
     # aligned by position within a stage, what runs made before it did)
