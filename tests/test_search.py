@@ -470,3 +470,35 @@ def test_an_incumbent_whose_training_failed_leaves_the_run_going(tmp_path, monke
     first = events(tmp_path / "r", "generation")[0]
     assert "incumbent" not in first and "t1-g1-inc" not in first["survivors"]
     assert len(events(tmp_path / "r", "expert")) == 1 and seed["incumbent"]
+
+
+def test_a_run_stopped_right_after_a_race_is_archived_resumes_with_the_race_s_other_training(tmp_path, monkeypatch):
+    """The race's loser goes forward with its further-trained weights. Stopped between the winner's archive and the
+    next save, a resumed run must still carry them: its later experts are those of a run never stopped."""
+    from pcl_edge.evolve.pcl import PCLLearner
+
+    cfg = searched(screen=1)
+    def score(ind):  # the seed wins the race; the search's choice, the loser, stays the population's best
+        if ind.op in ("baseline", "incumbent"):
+            ind.val_acc = 0.1
+        elif ind.op == "final":
+            ind.val_acc = 0.99 if ind.uid.endswith("-inc") else 0.98
+
+    _scored(monkeypatch, score)
+    evolve(cfg, out=tmp_path / "ref", progress=False, executor_options={"workers": 1})
+    (first, *_) = events(tmp_path / "ref", "expert")
+    assert "race" in first  # task 1 had a race
+
+    real, calls = PCLLearner.archive, []
+
+    def archive_then_stop(self, t, net, record):
+        real(self, t, net, record)
+        calls.append(t)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # stopped before the population is saved again
+
+    monkeypatch.setattr(PCLLearner, "archive", archive_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        evolve(cfg, out=tmp_path / "r", progress=False, executor_options={"workers": 1})
+    evolve(resume=tmp_path / "r", progress=False, executor_options={"workers": 1})
+    assert_same_experts(expert_states(tmp_path / "ref"), expert_states(tmp_path / "r"))

@@ -407,6 +407,8 @@ class PCLLearner(ExpertLearner):
         if self.run.has_expert(task_id):  # archived before an interruption: reuse it, never rewrite it
             blob = self.run.load_expert(task_id)
             b = next((k for k, i in enumerate(pop) if i.uid == blob["metrics"].get("selected_from")), b)  # a race's
+            for k, ind in own.pop("race_rest", {}).items():  # the race's other trainings, as if not interrupted
+                pop[k] = ind
             pop[b] = Individual(uid=f"t{t + 1}-expert", genome=pop[b].genome, state=blob["state_dict"],
                                 val_acc=blob["metrics"]["val_acc"], params=pop[b].params, parent=pop[b].uid,
                                 op="final")
@@ -432,6 +434,10 @@ class PCLLearner(ExpertLearner):
         if race:
             log.info("task %d: expert race at %d steps: %s", t + 1, final.steps,
                      ", ".join(f"{r['genome']} {r['val_acc']:.4f}" for r in race))
+            # the others' further-trained weights go forward too; saved before the archive, so that a run stopped
+            # between the two resumes with them (the population itself changes only after the archive)
+            own["race_rest"] = {racers[k]: trained[k] for k in ok if k != w}
+            self.save()
         net = build_network(expert.genome, self.tasks[t].in_channels, self.tasks[t].num_classes)
         net.load_state_dict(expert.state)
         latency = {} if self.profile is None else {self.profile.name: expert.extra["latency_ms"]}
@@ -440,8 +446,9 @@ class PCLLearner(ExpertLearner):
                                      "train_s": round(expert.train_s, 3), "selected_from": best.uid,
                                      "val_curve": [round(v, 6) for v in own["best_curve"]], "latency_ms": latency,
                                      **({"race": race} if race else {})})
-        for k in ok:  # the population carries the further-trained weights forward; the archive keeps a copy
-            pop[racers[k]] = trained[k]
+        for k, ind in own.pop("race_rest", {}).items():
+            pop[k] = ind
+        pop[racers[w]] = expert  # the population carries the further-trained weights forward; the archive keeps a copy
 
     def _racers(self, pop: list[Individual], b: int) -> list[int]:
         """Who trains for the expert: the search's choice ``b`` and, when another member holds the incumbency (a
