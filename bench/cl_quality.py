@@ -10,8 +10,9 @@ The budget: ``pcl`` runs first at the preset; its wall time B is the stream's bu
 ``pcl-scratch`` runs the same search configuration (same population, generations, proxy and final steps) and its
 wall time is reported next to B. ``fixed``, ``finetune`` and ``joint`` train one hand-picked network (the config's
 ``genome``); their steps are set so that they spend B: the seconds per training step of that network are measured
-first (same trainer, same threads), then steps per task = B / (tasks x s/step). ``joint`` trains all tasks at once
-with the same total number of steps (its steps cost the same: one task's batch each, round robin).
+first (same trainer, same threads, ``--probe-steps`` after 5 warm-up steps), then steps per task = B / (tasks x
+s/step). ``joint`` trains all tasks at once with the same total number of steps (its steps cost the same: one task's
+batch each, round robin).
 
 Latency, per expert: *predicted* from ``--profile`` (default the shipped measured CPU profile) and *measured* here
 with onnxruntime CPU at the profile's thread count (median; the network is built from the genome, since latency
@@ -151,6 +152,9 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="read finished runs under --out instead of rerunning them")
     ap.add_argument("--generations", type=int, help="the searches' generations per task (default: the preset's)")
     ap.add_argument("--final-steps", type=int, help="the searches' expert training steps (default: the preset's)")
+    ap.add_argument("--probe-steps", type=int, default=200, help="timed training steps of the baselines' net that set "
+                    "their steps per task (40 until 2026-11-28: a small net probed "
+                    "at 42 ms/step then trained at 52)")
     ap.add_argument("--scaled-baseline", action="store_true", help="baselines train the hand-picked net's largest "
                     "width/depth variant that meets the latency limit on --target (needs --latency-budget)")
     args = ap.parse_args()
@@ -196,7 +200,7 @@ def main() -> None:
         if stored:  # a baseline already ran: the others get its steps, so all three spend the same budget
             steps = stored[0]
         else:
-            sps = seconds_per_step(base_cfg, stream, 10 if args.quick else 40)
+            sps = seconds_per_step(base_cfg, stream, 10 if args.quick else args.probe_steps)
             steps = max(1, int(budget / (n_tasks * sps)))
         logging.warning("budget %.1f s; %s: %s ms/step -> %d steps per task", budget, base_cfg.genome,
                         "reused" if sps is None else f"{sps * 1e3:.1f}", steps)
@@ -241,7 +245,9 @@ def main() -> None:
     result = {"data": args.data, "preset": preset, "seed": args.seed, "budget_s": budget, "out": str(out),
               "baseline_genome": base_cfg.genome if baselines else preset_config(preset, args.data).genome,
               "scaled_baseline": args.scaled_baseline, "baseline_steps_per_task": steps,
-              "baseline_seconds_per_step": sps, "profile": str(args.profile), "strategies": summaries}
+              "baseline_seconds_per_step": sps, "probe_steps": None if sps is None else (10 if args.quick else
+                                                                                     args.probe_steps),
+              "profile": str(args.profile), "strategies": summaries}
     _common.write(name, args, result, text)
 
 

@@ -28,6 +28,7 @@ def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
     assert set(res["strategies"]) == {"pcl", "fixed", "finetune"}
     pcl = res["strategies"]["pcl"]
     assert res["budget_s"] == pcl["wall_s"] and res["baseline_steps_per_task"] >= 1
+    assert res["probe_steps"] == 10 and res["baseline_seconds_per_step"] > 0  # --quick probes 10 steps
     assert pcl["bwt"] == 0.0  # frozen experts
     for s in res["strategies"].values():
         assert len(s["experts_latency"]) == 5 and s["total_params"] > 0
@@ -40,6 +41,7 @@ def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
     again = run_bench("cl_quality", tmp_path, "--strategies", "pcl,fixed", "--out", str(tmp_path / "runs"), "--reuse")
     assert again["result"]["strategies"]["pcl"]["acc"] == pcl["acc"]
     assert "reused" in again["result"]["strategies"]["fixed"]
+    assert again["result"]["probe_steps"] is None  # steps read from the reused baseline, nothing probed
 
 
 def test_latency_predictor_quick_checks_first_and_excludes_what_the_profile_saw(tmp_path):
