@@ -151,6 +151,8 @@ def _run_options(args) -> dict:
     options = {"workers": args.workers} if args.executor == "local" else {}
     if args.executor == "gpu":
         options = {"slots": args.slots, "graphs": getattr(args, "cuda_graphs", True)}
+    elif not getattr(args, "cuda_graphs", True):
+        log.warning("--no-cuda-graphs applies to the gpu executor only; the %s executor ignores it", args.executor)
     if args.executor == "ray":
         options = {"address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
                    "gpus_per_trial": args.gpus_per_trial}

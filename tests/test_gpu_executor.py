@@ -143,7 +143,7 @@ def test_out_of_memory_in_one_candidate_scores_it_failed(monkeypatch):
     assert ex.stats.started == 1 and one[0].val_acc == out[0].val_acc  # one item goes through the slots too
 
 
-def test_the_cli_takes_the_gpu_executor_and_its_slots(monkeypatch):
+def test_the_cli_takes_the_gpu_executor_and_its_slots(monkeypatch, caplog):
     from pcl_edge.cli import _run_options, build_parser
 
     def options(*argv):
@@ -152,6 +152,8 @@ def test_the_cli_takes_the_gpu_executor_and_its_slots(monkeypatch):
     assert options("--executor", "gpu", "--slots", "8")["executor_options"] == {"slots": 8, "graphs": True}
     assert options("--executor", "gpu", "--no-cuda-graphs")["executor_options"] == {"slots": 16, "graphs": False}
     assert options()["executor"] == "local"  # no CUDA here
+    assert "ignores it" not in caplog.text
+    assert options("--no-cuda-graphs")["executor"] == "local" and "the local executor ignores it" in caplog.text
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert options()["executor"] == "gpu" and options()["executor_options"] == {"slots": 16, "graphs": True}
     assert options("--workers", "2")["executor"] == "local"  # asking for worker processes means the local one

@@ -461,7 +461,6 @@ class PCLLearner(ExpertLearner):
             return [b]
         return [b, inc]
 
-
     def write_pareto(self, t: int) -> None:
         """Every individual evaluated on task t with its non-dominated rank, as CSV (and PNG if matplotlib)."""
         from .pareto import write_pareto
