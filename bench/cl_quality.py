@@ -153,8 +153,8 @@ def main() -> None:
     ap.add_argument("--generations", type=int, help="the searches' generations per task (default: the preset's)")
     ap.add_argument("--final-steps", type=int, help="the searches' expert training steps (default: the preset's)")
     ap.add_argument("--probe-steps", type=int, default=200, help="timed training steps of the baselines' net that set "
-                    "their steps per task (40 until 2026-11-28: a small net probed "
-                    "at 42 ms/step then trained at 52)")
+                    "their steps per task (--quick: 10; 40 until 2026-11-28: a "
+                    "small net probed at 42 ms/step then trained at 52)")
     ap.add_argument("--scaled-baseline", action="store_true", help="baselines train the hand-picked net's largest "
                     "width/depth variant that meets the latency limit on --target (needs --latency-budget)")
     args = ap.parse_args()
@@ -166,6 +166,9 @@ def main() -> None:
         ap.error(f"unknown strategies {unknown}; choose from {STRATEGIES}")
     if args.budget_s is None and any(s not in SEARCHES for s in strategies) and "pcl" not in strategies:
         ap.error("without pcl in --strategies, give --budget-s")
+    if args.probe_steps < 1:
+        ap.error(f"--probe-steps must be at least 1 (got {args.probe_steps})")
+    probe_steps = 10 if args.quick else args.probe_steps
     if args.scaled_baseline and not (args.target and args.latency_budget):
         ap.error("--scaled-baseline needs --target and --latency-budget")
     if args.out:
@@ -200,7 +203,7 @@ def main() -> None:
         if stored:  # a baseline already ran: the others get its steps, so all three spend the same budget
             steps = stored[0]
         else:
-            sps = seconds_per_step(base_cfg, stream, 10 if args.quick else args.probe_steps)
+            sps = seconds_per_step(base_cfg, stream, probe_steps)
             steps = max(1, int(budget / (n_tasks * sps)))
         logging.warning("budget %.1f s; %s: %s ms/step -> %d steps per task", budget, base_cfg.genome,
                         "reused" if sps is None else f"{sps * 1e3:.1f}", steps)
@@ -232,7 +235,7 @@ def main() -> None:
                "max measured ms", "wall s", "run"]
     text = (f"{args.data}, preset {preset}, seed {args.seed}; budget B = {budget:.0f} s"
             + (f"; baselines: {steps} steps per task" if steps else "")
-            + (f" at {sps * 1e3:.1f} ms/step measured" if sps else "") + "\n\n"
+            + (f" at {sps * 1e3:.1f} ms/step measured over {probe_steps} steps" if sps else "") + "\n\n"
             + _common.table(headers, rows) + "\n\nper expert (latency: batch 1, "
             + f"predicted by {latency.profile.name}, measured with onnxruntime CPU, {latency.threads} thread(s), "
             + f"CPUs {latency.cpus}):\n\n"
@@ -245,8 +248,7 @@ def main() -> None:
     result = {"data": args.data, "preset": preset, "seed": args.seed, "budget_s": budget, "out": str(out),
               "baseline_genome": base_cfg.genome if baselines else preset_config(preset, args.data).genome,
               "scaled_baseline": args.scaled_baseline, "baseline_steps_per_task": steps,
-              "baseline_seconds_per_step": sps, "probe_steps": None if sps is None else (10 if args.quick else
-                                                                                     args.probe_steps),
+              "baseline_seconds_per_step": sps, "probe_steps": None if sps is None else probe_steps,
               "profile": str(args.profile), "strategies": summaries}
     _common.write(name, args, result, text)
 

@@ -149,9 +149,10 @@ def test_the_cli_takes_the_gpu_executor_and_its_slots(monkeypatch, caplog):
     def options(*argv):
         return _run_options(build_parser().parse_args(["evolve", *argv]))
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as here, also on a machine with CUDA
     assert options("--executor", "gpu", "--slots", "8")["executor_options"] == {"slots": 8, "graphs": True}
     assert options("--executor", "gpu", "--no-cuda-graphs")["executor_options"] == {"slots": 16, "graphs": False}
-    assert options()["executor"] == "local"  # no CUDA here
+    assert options()["executor"] == "local"  # no CUDA
     assert "ignores it" not in caplog.text
     assert options("--no-cuda-graphs")["executor"] == "local" and "the local executor ignores it" in caplog.text
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
