@@ -152,6 +152,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="read finished runs under --out instead of rerunning them")
     ap.add_argument("--generations", type=int, help="the searches' generations per task (default: the preset's)")
     ap.add_argument("--final-steps", type=int, help="the searches' expert training steps (default: the preset's)")
+    ap.add_argument("--first-final-scale", type=float, help="the searches' first expert trains this many times "
+                    "--final-steps (default: the preset's)")
     ap.add_argument("--probe-steps", type=int, default=200, help="timed training steps of the baselines' net that set "
                     "their steps per task (--quick: 10; 40 until 2026-11-28: a "
                     "small net probed at 42 ms/step then trained at 52)")
@@ -177,7 +179,8 @@ def main() -> None:
         import tempfile
 
         out = Path(tempfile.mkdtemp(prefix="bench-cl-quality-"))
-    search_opts = {"target": args.target, "latency_budget_ms": args.latency_budget, "generations": args.generations}
+    search_opts = {"target": args.target, "latency_budget_ms": args.latency_budget, "generations": args.generations,
+                   "first_final_scale": args.first_final_scale}
     if args.final_steps:
         final = preset_config(preset, args.data).final
         search_opts["final"] = dataclasses.replace(final, steps=args.final_steps)

@@ -502,3 +502,32 @@ def test_a_run_stopped_right_after_a_race_is_archived_resumes_with_the_race_s_ot
         evolve(cfg, out=tmp_path / "r", progress=False, executor_options={"workers": 1})
     evolve(resume=tmp_path / "r", progress=False, executor_options={"workers": 1})
     assert_same_experts(expert_states(tmp_path / "ref"), expert_states(tmp_path / "r"))
+
+
+def test_the_first_task_s_expert_trains_its_larger_share(tmp_path, monkeypatch):
+    """Issue 21 item 4: every later task inherits the population the first task's search left, so the first task may
+    take a larger share of the stream's budget: its expert (every racer of it) trains ``first_final_scale`` times
+    the final steps, on a lineage schedule stretched to match; later tasks keep ``final``."""
+    from pcl_edge.evolve.pcl import PCLLearner
+
+    real, finals = PCLLearner._train, []
+
+    def train(self, cands, t, desc, cfg=None):
+        if all(c.op == "final" for c in cands):
+            finals.append((t, cfg.steps, {c.schedule.horizon for c in cands}))
+        return real(self, cands, t, desc, cfg)
+
+    monkeypatch.setattr(PCLLearner, "_train", train)
+    cfg = searched(screen=1, first_final_scale=1.5)
+    evolve(cfg, out=tmp_path / "r", progress=False, executor_options={"workers": 1})
+    base = cfg.final.steps
+    assert [(t, s) for t, s, _ in finals] == [(0, round(1.5 * base)), (1, base)]
+    assert finals[0][2] == {cfg.lineage_steps(0)} and finals[1][2] == {cfg.lineage_steps(1)}
+    assert cfg.lineage_steps(0) - cfg.lineage_steps(1) == round(1.5 * base) - base
+    assert preset_config("tiny", "digits").final_for(0) == preset_config("tiny", "digits").final  # default: 1.0
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("nan"), float("inf")])
+def test_a_first_task_share_that_is_no_share_is_refused(scale):
+    with pytest.raises(ConfigError, match="first_final_scale"):
+        preset_config("tiny", "digits", first_final_scale=scale).validate()

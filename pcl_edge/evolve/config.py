@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -72,6 +73,10 @@ class EvolveConfig:
     # proxies train one per worker process with 1 thread each; an expert trains alone, on every usable core
     proxy: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_size=32, lr=0.05, threads=1))
     final: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
+    # The run's first task's expert (every racer of it) trains this many times ``final.steps``: every later task
+    # inherits the population that task's search left, and a fresh population's expert has no inherited weights to
+    # start from (issue 21 item 4). Later tasks train ``final.steps``.
+    first_final_scale: float = 1.0
     # Multi-fidelity generations (successive halving): steps each rung adds. Rung 0 trains children * eta^(R-1)
     # children; each later rung keeps the best 1/eta (feasible first, then validation accuracy) and trains them
     # further from their own weights. Empty: one rung of proxy.steps (the population's own trainings always use
@@ -128,11 +133,16 @@ class EvolveConfig:
     def rung_steps(self) -> tuple[int, ...]:
         return self.rungs or (self.proxy.steps,)
 
-    @property
-    def lineage_steps(self) -> int:
-        """The horizon of a lineage's schedule on one task: the population's own training, every rung of every
-        generation, the expert's final training."""
-        return self.proxy.steps + self.generations * sum(self.rung_steps) + self.final.steps
+    def final_for(self, t: int) -> TrainConfig:
+        """The expert's final training on task index ``t`` of the run (0: ``first_final_scale`` times the steps)."""
+        if t != 0 or self.first_final_scale == 1.0:
+            return self.final
+        return replace(self.final, steps=max(1, round(self.final.steps * self.first_final_scale)))
+
+    def lineage_steps(self, t: int) -> int:
+        """The horizon of a lineage's schedule on task index ``t``: the population's own training, every rung of
+        every generation, the expert's final training."""
+        return self.proxy.steps + self.generations * sum(self.rung_steps) + self.final_for(t).steps
 
     @property
     def rung_sizes(self) -> tuple[int, ...]:
@@ -181,6 +191,8 @@ class EvolveConfig:
             out.append(f"crossover_prob must be in [0, 1] (got {self.crossover_prob})")
         if self.proxy.steps < 1 or self.final.steps < 1 or any(r < 1 for r in self.rungs):
             out.append("training steps (proxy, final, every rung) must be >= 1")
+        if not (isinstance(self.first_final_scale, (int, float)) and 0 < self.first_final_scale < math.inf):
+            out.append(f"first_final_scale must be a number > 0 (got {self.first_final_scale})")
         if self.eta < 2:
             out.append(f"eta (1/fraction promoted per rung) must be >= 2 (got {self.eta})")
         if self.screen < 1:
@@ -389,8 +401,10 @@ def describe_presets() -> str:
     def line(cfg: EvolveConfig) -> str:
         rungs = f", rungs {'+'.join(map(str, cfg.rungs))} eta {cfg.eta}, screen x{cfg.screen}" if cfg.rungs else ""
         gens = f"{cfg.generations} generation{'' if cfg.generations == 1 else 's'}"
+        first = f" (first task {cfg.final_for(0).steps})" if cfg.final_for(0) != cfg.final else ""
         return (f"population {cfg.population}, {gens}{rungs}, proxy {cfg.proxy.steps} steps "
-                f"(batch {cfg.proxy.batch_size}), expert {cfg.final.steps} steps (batch {cfg.final.batch_size}), "
+                f"(batch {cfg.proxy.batch_size}), expert {cfg.final.steps} steps{first} "
+                f"(batch {cfg.final.batch_size}), "
                 f"depth <= {cfg.max_depth}, params <= {cfg.max_params:,}")
 
     out = []

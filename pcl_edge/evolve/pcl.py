@@ -159,11 +159,11 @@ class PCLLearner(ExpertLearner):
         seen[:] = [r for r in seen if r["uid"] not in fresh] + [ind.record() for ind in out]
         return out
 
-    def _schedule(self, start: int = 0, anneal: bool = False) -> Schedule:
+    def _schedule(self, t: int, start: int = 0, anneal: bool = False) -> Schedule:
         """Where a training enters its lineage's learning-rate schedule (``cfg.lineage_schedule``)."""
         if not self.cfg.lineage_schedule:
             return Schedule()
-        return Schedule(start=start, horizon=self.cfg.lineage_steps, anneal=anneal)
+        return Schedule(start=start, horizon=self.cfg.lineage_steps(t), anneal=anneal)
 
     def latency_ms(self, t: int, genome) -> float:
         return round(self.predictor(t).predict(genome), 6)
@@ -186,7 +186,7 @@ class PCLLearner(ExpertLearner):
             genomes = [g for g in genomes if g != baseline][: self.cfg.population - 1] + [baseline]
             ops = ["init"] * (len(genomes) - 1) + ["baseline"]
         incumbent = {"incumbent": True} if self.cfg.keep_incumbent else None
-        cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=g, op=op, run_seed=self.cfg.seed, schedule=self._schedule(),
+        cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=g, op=op, run_seed=self.cfg.seed, schedule=self._schedule(t),
                            extra=incumbent if op == "baseline" else None)
                  for k, (g, op) in enumerate(zip(genomes, ops))]
         return self._train(cands, t, f"task {t + 1} init")
@@ -209,7 +209,7 @@ class PCLLearner(ExpertLearner):
         """The previous task's population with its weights and a new head, briefly trained on task t."""
         cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=ind.genome, op="inherited", run_seed=self.cfg.seed,
                            parent=ind.uid, parent_genome=ind.genome, parent_state=ind.state, new_head=True,
-                           schedule=self._schedule())  # a new task: a new schedule for every lineage
+                           schedule=self._schedule(t))  # a new task: a new schedule for every lineage
                  for k, ind in enumerate(previous)]
         return self._train(cands, t, f"task {t + 1} adapt")
 
@@ -234,7 +234,7 @@ class PCLLearner(ExpertLearner):
             child, name = mutate(genome, space, rng)
             drafts.append(Candidate(uid=f"t{t + 1}-g{g}-c{c}", genome=child, op=op + name, run_seed=cfg.seed,
                                     parent=p.uid, parent_genome=p.genome, parent_state=p.state,
-                                    schedule=self._schedule(p.position),  # the child goes on where its parent is
+                                    schedule=self._schedule(t, p.position),  # the child goes on where its parent is
                                     preserve_depth=cfg.preserve_depth))
             feats.append(perf_features(child, p.genome, p.val_acc, op + name, shape, ncls))
         scores = history.fit(cfg.perf_predictor).score(np.array(feats, float)) if n_draw > n_train else None
@@ -288,7 +288,7 @@ class PCLLearner(ExpertLearner):
         takes, from its own weights, on along its schedule; one identity per generation."""
         return Candidate(uid=f"t{t + 1}-g{g}-inc", genome=inc.genome, op="incumbent", run_seed=self.cfg.seed,
                          parent=inc.parent if r else inc.uid, rung=r, resume_state=inc.state, inherited=inc.inherited,
-                         train_s=inc.train_s if r else 0.0, schedule=self._schedule(inc.position),
+                         train_s=inc.train_s if r else 0.0, schedule=self._schedule(t, inc.position),
                          extra={"incumbent": True})
 
     def _generation(self, t: int, g: int, pop: list[Individual]) -> list[Individual]:
@@ -311,7 +311,7 @@ class PCLLearner(ExpertLearner):
                 alive = [i for i in alive if i.uid in keep]
                 alive = [Candidate(uid=i.uid, genome=i.genome, op=i.op, run_seed=cfg.seed, parent=i.parent, rung=r,
                                    resume_state=i.state, inherited=i.inherited, train_s=i.train_s,
-                                   schedule=self._schedule(i.position),
+                                   schedule=self._schedule(t, i.position),
                                    extra={k: v for k, v in i.extra.items() if k != "latency_ms"}) for i in alive]
             inc = pending.get("incumbent")
             side = [self._continue_incumbent(t, g, r, inc)] if inc is not None else []
@@ -414,12 +414,12 @@ class PCLLearner(ExpertLearner):
                                 op="final")
             return
         racers = self._racers(pop, b)
-        final = self.cfg.final
+        final = self.cfg.final_for(t)
         if len(racers) > 1:  # side by side: the cores (or the executor's slots) shared between them
             final = replace(final, threads=max(1, resolve_threads(final.threads) // len(racers)))
         cands = [Candidate(uid=f"t{t + 1}-expert" + ("" if k == 0 else "-inc"), genome=pop[r].genome, op="final",
                            run_seed=self.cfg.seed, parent=pop[r].uid, parent_genome=pop[r].genome,
-                           parent_state=pop[r].state, schedule=self._schedule(pop[r].position, anneal=True))
+                           parent_state=pop[r].state, schedule=self._schedule(t, pop[r].position, anneal=True))
                  for k, r in enumerate(racers)]
         trained = self._train(cands, t, f"task {t + 1} expert" + (" race" if len(racers) > 1 else ""), final)
         if trained[0].extra.get("failed"):  # an executor scored the training failed: nothing trained may be archived
