@@ -73,11 +73,12 @@ class EvolveConfig:
     # proxies train one per worker process with 1 thread each; an expert trains alone, on every usable core
     proxy: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_size=32, lr=0.05, threads=1))
     final: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
-    # The run's first task's expert (every racer of it) trains this many times ``final.steps``: every later task
-    # inherits the population that task's search left, and a fresh population's expert has no inherited weights to
-    # start from (issue 21 item 4). Later tasks train ``final.steps``. 1.0 in every preset: on Split CIFAR-10, task 1
-    # at 1.75 x 1,400 steps and tasks 2-5 at 1,400 (the same total) lost 0.48 points of mean validation accuracy
-    # against the preset, on each of three seeds (BENCHMARKS.md, "Item 4: a larger share").
+    # pcl: the run's first task's expert (every racer of it) trains this many times ``final.steps`` (pcl-scratch: its
+    # first task only; the baselines ignore it): every later task inherits the population that task's search left,
+    # and a fresh population's expert has no inherited weights to start from (issue 21 item 4). Later tasks train
+    # ``final.steps``. 1.0 in every preset: on Split CIFAR-10, task 1 at 1.75 x 1,400 steps and tasks 2-5 at 1,400
+    # (the same total) lost on each of three seeds, 0.38-0.68 points of mean validation accuracy (mean 0.48), against
+    # the preset (BENCHMARKS.md, "Item 4: a larger share").
     first_final_scale: float = 1.0
     # Multi-fidelity generations (successive halving): steps each rung adds. Rung 0 trains children * eta^(R-1)
     # children; each later rung keeps the best 1/eta (feasible first, then validation accuracy) and trains them
@@ -193,7 +194,8 @@ class EvolveConfig:
             out.append(f"crossover_prob must be in [0, 1] (got {self.crossover_prob})")
         if self.proxy.steps < 1 or self.final.steps < 1 or any(r < 1 for r in self.rungs):
             out.append("training steps (proxy, final, every rung) must be >= 1")
-        if not (isinstance(self.first_final_scale, (int, float)) and 0 < self.first_final_scale < math.inf):
+        scale = self.first_final_scale
+        if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and 0 < scale < math.inf):
             out.append(f"first_final_scale must be a number > 0 (got {self.first_final_scale})")
         if self.eta < 2:
             out.append(f"eta (1/fraction promoted per rung) must be >= 2 (got {self.eta})")
