@@ -25,7 +25,8 @@ MobileNet-style width-multiplier baseline that ``pcl`` also seeds its first popu
 
 ``--reuse``: a strategy whose run directory under ``--out`` already has a summary.json is read, not rerun (its date
 is recorded), so a long comparison can be completed over several sessions; the baselines still to run then get the
-steps of a reused baseline, so all three spend the same budget.
+steps of a reused baseline, so all three spend the same budget. A run whose configuration differs from the one asked
+for (the stored config.json against the preset and options given here) is refused, with the settings that differ.
 """
 
 from __future__ import annotations
@@ -84,8 +85,24 @@ def scaled_baseline(cfg, stream, target: str, budget_ms: float) -> Genome:
     return found
 
 
+def config_differences(cfg, stored) -> list[str]:
+    """The settings (dotted keys) in which a stored run's configuration differs from ``cfg``."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+        return out
+
+    a, b = flat(cfg.to_dict()), flat(stored.to_dict())
+    return [f"{k}: {b.get(k)!r} stored, {a.get(k)!r} asked" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def run_strategy(cfg, out: Path, reuse: bool) -> dict:
     if reuse and (out / "summary.json").is_file():
+        differ = config_differences(cfg, RunDir.open(out)[1])
+        if differ:  # a reused run stands for this configuration only if it ran it
+            raise SystemExit(f"--reuse: {out} ran another configuration than {cfg.strategy} asks here: "
+                             + "; ".join(differ))
         summary = json.loads((out / "summary.json").read_text())
         stored = json.loads((out / "config.json").read_text())
         done = [e["time"] for e in RunDir(out).events() if e["event"] == "done"]
@@ -151,6 +168,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=300, help="timed onnxruntime calls per expert")
     ap.add_argument("--reuse", action="store_true", help="read finished runs under --out instead of rerunning them")
     ap.add_argument("--generations", type=int, help="the searches' generations per task (default: the preset's)")
+    ap.add_argument("--children", type=int, help="the searches' children per generation (default: the preset's)")
     ap.add_argument("--final-steps", type=int, help="the searches' expert training steps (default: the preset's)")
     ap.add_argument("--first-final-scale", type=float, help="the searches' first expert trains this many times "
                     "--final-steps (default: the preset's)")
@@ -180,7 +198,7 @@ def main() -> None:
 
         out = Path(tempfile.mkdtemp(prefix="bench-cl-quality-"))
     search_opts = {"target": args.target, "latency_budget_ms": args.latency_budget, "generations": args.generations,
-                   "first_final_scale": args.first_final_scale}
+                   "first_final_scale": args.first_final_scale, "children": args.children}
     if args.final_steps:
         final = preset_config(preset, args.data).final
         search_opts["final"] = dataclasses.replace(final, steps=args.final_steps)

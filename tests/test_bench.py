@@ -42,6 +42,12 @@ def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
     assert again["result"]["strategies"]["pcl"]["acc"] == pcl["acc"]
     assert "reused" in again["result"]["strategies"]["fixed"]
     assert again["result"]["probe_steps"] is None  # steps read from the reused baseline, nothing probed
+    # ... but a run that ran another configuration does not stand for this one: refused, naming what differs
+    other = subprocess.run([sys.executable, str(BENCH / "cl_quality.py"), "--quick", "--json", str(tmp_path / "x.json"),
+                            "--strategies", "pcl", "--out", str(tmp_path / "runs"), "--reuse", "--children", "3"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert other.returncode != 0 and "children: 0 stored, 3 asked" in other.stderr
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_latency_predictor_quick_checks_first_and_excludes_what_the_profile_saw(tmp_path):
