@@ -42,7 +42,7 @@ import _common
 
 from pcl_edge.data import build_stream
 from pcl_edge.evolve import evolve, preset_config
-from pcl_edge.evolve.rundir import RunDir
+from pcl_edge.evolve.rundir import RunDir, RunDirError
 from pcl_edge.evolve.trainer import TensorTask, build_seeded, train
 from pcl_edge.hw.profiling import pin_like
 from pcl_edge.space import Genome
@@ -99,7 +99,10 @@ def config_differences(cfg, stored) -> list[str]:
 
 def run_strategy(cfg, out: Path, reuse: bool) -> dict:
     if reuse and (out / "summary.json").is_file():
-        differ = config_differences(cfg, RunDir.open(out)[1])
+        try:
+            differ = config_differences(cfg.validate(), RunDir.open(out)[1])  # stored as validated
+        except RunDirError as exc:
+            raise SystemExit(f"--reuse: {exc}") from None
         if differ:  # a reused run stands for this configuration only if it ran it
             raise SystemExit(f"--reuse: {out} ran another configuration than {cfg.strategy} asks here: "
                              + "; ".join(differ))

@@ -183,6 +183,19 @@ def _selection_line(summary: dict) -> str:
     return f"\n<p>Selection: <b>{html.escape(sel['mode'])}</b> ({html.escape(how)})</p>"
 
 
+def _sessions_line(run: Path) -> str:
+    """The executor each session (start, resume, learn) ran under; nothing for runs made before sessions were
+    recorded."""
+    from .evolve.rundir import RunDir
+
+    parts = []
+    for e in RunDir(run).events():
+        if e["event"] == "session":
+            settings = ", ".join(f"{k} {v}" for k, v in (e.get("settings") or {}).items())
+            parts.append(e["executor"] + (f" ({settings})" if settings else ""))
+    return f"\n<p>Executor, per session: {html.escape('; '.join(parts))}</p>" if parts else ""
+
+
 def _caveat(summary: dict, prof, record: dict) -> str | None:
     """Why predicted and measured latencies on one figure may not be comparable, or None."""
     source = prof.source if prof is not None else summary.get("target", {}).get("source")
@@ -427,7 +440,7 @@ img{{max-width:520px;border:1px solid #eee}}figcaption{{font-size:.85rem;color:#
 </head><body><h1>pcl-edge run <code>{html.escape(run.name)}</code></h1>
 <p><b>{html.escape(summary['strategy'])}</b> on <code>{html.escape(summary['data'])}</code>, seed {summary['seed']},
 preset {html.escape(str(summary['preset']))}, {summary['wall_s']:.0f} s. {metrics}</p>
-<p>Test split: {html.escape(summary['test_split'])}</p>{_selection_line(summary)}
+<p>Test split: {html.escape(summary['test_split'])}</p>{_selection_line(summary)}{_sessions_line(run)}
 <h2>Experts</h2><table>{head}{rows}</table><p>{html.escape(" ".join(notes))}</p>
 {predictor_table(run)}
 <h2>Figures</h2>{figures}</body></html>"""

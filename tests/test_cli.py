@@ -98,6 +98,12 @@ def test_help_lists_the_options(capsys):
     for opt in ("--data", "--tasks", "--strategy", "--population", "--generations", "--preset", "--seed", "--out",
                 "--resume"):
         assert opt in out
+    # the presets are spelled out, a children count only where it differs from the population
+    from pcl_edge.evolve import preset_config
+
+    images = preset_config("cpu", "imagefolder:x")
+    assert f"generation of {images.num_children} children" in " ".join(out.split())
+    assert images.num_children != images.population and "of 6 children" not in out
 
 
 def test_every_option_of_every_sub_command_says_what_it_does_and_its_default():

@@ -5,7 +5,7 @@ bit for bit; what needs CUDA (streams, graphs) is marked ``gpu``."""
 import pytest
 import torch
 
-from pcl_edge.evolve import evolve, preset_config
+from pcl_edge.evolve import RunDir, evolve, preset_config
 from pcl_edge.evolve.executors import create_executor
 from pcl_edge.evolve.executors.gpu import SlotStats, run_slots
 from tests.test_learner import StopAfterTask, assert_same_experts, expert_states, stop_after_task
@@ -109,10 +109,16 @@ def test_the_gpu_executor_on_the_cpu_gives_the_local_executor_s_experts(local_re
 
 def test_resume_under_the_gpu_executor_after_an_interruption(local_reference, tmp_path):
     with pytest.raises(StopAfterTask):
-        evolve(_tiny(), out=tmp_path / "r", progress=False, executor="gpu", executor_options={"slots": 4},
-               on_task_end=stop_after_task(0))
+        evolve(_tiny(), out=tmp_path / "r", progress=False, executor="gpu",
+               executor_options={"slots": 4, "graphs": False}, on_task_end=stop_after_task(0))
     evolve(resume=tmp_path / "r", progress=False, executor="gpu", executor_options={"slots": 2})
     assert_same_experts(expert_states(local_reference[0]), expert_states(tmp_path / "r"))
+    # the executor is not part of the configuration; each session records the one it ran under, as it resolved its
+    # options: the second asked for CUDA graphs by default, and on a machine without CUDA ran without them
+    sessions = [(e["executor"], e["settings"]) for e in RunDir(tmp_path / "r").events() if e["event"] == "session"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert sessions == [("gpu", {"slots": 4, "device": device, "graphs": False}),
+                        ("gpu", {"slots": 2, "device": device, "graphs": device == "cuda"})]
 
 
 def test_out_of_memory_in_one_candidate_scores_it_failed(monkeypatch):

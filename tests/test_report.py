@@ -1,5 +1,6 @@
 import base64
 import json
+import re
 
 import pytest
 
@@ -22,9 +23,23 @@ def test_report_is_one_self_contained_page(tmp_path, capsys):
     for img in images:
         assert base64.b64decode(img.split("'")[0]).startswith(b"\x89PNG")
     assert "<td>task_" not in page and page.count("<tr><td>") == 2 and "predicted ms" in page
+    assert re.search(r"<p>Executor, per session: local \(workers \d+\)</p>", page)
     assert "src='http" not in page and "<script" not in page  # nothing to fetch: opens offline
     assert sorted(p.name for p in (tmp_path / "run" / "report").glob("*.png")) == [
         "accuracy_matrix.png", "candidates_task_01.png", "candidates_task_02.png", "search_progress.png"]
+
+
+def test_the_report_lists_each_session_s_executor(tmp_path):
+    from pcl_edge.evolve import RunDir
+    from pcl_edge.report import _sessions_line
+
+    run = RunDir(tmp_path)
+    assert _sessions_line(tmp_path) == ""  # a run from before sessions were recorded: no line
+    run.event("session", executor="gpu", settings={"slots": 4, "device": "cuda", "graphs": False})
+    run.event("session", executor="local", settings={"workers": 2})
+    run.event("session", executor="mine")  # an executor registered without settings
+    assert _sessions_line(tmp_path) == ("\n<p>Executor, per session: gpu (slots 4, device cuda, graphs False); "
+                                        "local (workers 2); mine</p>")
 
 
 def test_report_needs_a_finished_run(tmp_path, capsys):

@@ -206,8 +206,11 @@ def _run(cfg: EvolveConfig, stream, run: RunDir, executor: str, progress: bool, 
     if executor in ("ray", "gpu"):
         options.setdefault("on_failure", failed_candidate)
     drift = _check_target(cfg)  # before the executor starts its workers: they would compete with the timing
-    learner = get_strategy(cfg.strategy)(cfg, stream, run, create_executor(executor, progress=progress, **options),
-                                         on_task_end=on_task_end)
+    runner = create_executor(executor, progress=progress, **options)
+    # the executor is not part of the configuration (a run may resume under another): each session records the one
+    # it ran under, as it resolved its options (an executor registered without ``settings`` records none)
+    run.event("session", executor=executor, settings=getattr(runner, "settings", dict)())
+    learner = get_strategy(cfg.strategy)(cfg, stream, run, runner, on_task_end=on_task_end)
     learner.drift_at_start = drift
     try:
         summary = learner.run_all()

@@ -22,6 +22,10 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    def settings(self) -> dict:
+        """What the executor runs with, resolved (defaults and environment applied), for the run's record."""
+        ...
+
 
 EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
 

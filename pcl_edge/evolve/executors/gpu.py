@@ -182,5 +182,8 @@ class GpuExecutor:
             torch.cuda.empty_cache()
         return self.on_failure(item, exc, **shared)
 
+    def settings(self) -> dict:
+        return {"slots": self.slots, "device": str(self.device), "graphs": self.graphs}
+
     def close(self) -> None:
         pass

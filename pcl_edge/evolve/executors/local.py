@@ -108,6 +108,9 @@ class LocalExecutor:
             for f in futures:
                 f.cancel()
 
+    def settings(self) -> dict:
+        return {"workers": self.workers}
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)

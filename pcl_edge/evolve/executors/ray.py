@@ -40,7 +40,7 @@ class RayExecutor:
             import ray
         except ImportError:
             raise RuntimeError("Ray is not installed: pip install 'pcl-edge[ray]'") from None
-        self.ray = ray
+        self.ray, self.address = ray, address
         if not ray.is_initialized():
             kwargs = {"address": address} if address else {"num_cpus": num_cpus}  # no address: a local instance
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
@@ -76,6 +76,10 @@ class RayExecutor:
                             type(exc).__name__)
                 out.append(self.on_failure(item, exc, **(shared or {})))
         return out
+
+    def settings(self) -> dict:
+        return {"address": self.address or "local", "cpus_per_trial": self.cpus, "gpus_per_trial": self.gpus,
+                "max_retries": self.max_retries}
 
     def close(self) -> None:
         self._refs.clear()
