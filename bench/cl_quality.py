@@ -41,7 +41,7 @@ from pathlib import Path
 import _common
 
 from pcl_edge.data import build_stream
-from pcl_edge.evolve import evolve, preset_config
+from pcl_edge.evolve import ConfigError, evolve, preset_config
 from pcl_edge.evolve.rundir import RunDir, RunDirError
 from pcl_edge.evolve.trainer import TensorTask, build_seeded, train
 from pcl_edge.hw.profiling import pin_like
@@ -85,12 +85,21 @@ def scaled_baseline(cfg, stream, target: str, budget_ms: float) -> Genome:
     return found
 
 
-def config_differences(cfg, stored) -> list[str]:
-    """The settings (dotted keys) in which a stored run's configuration differs from ``cfg``."""
+# What a baseline's run reads of its configuration (pcl_edge/evolve/baselines.py and the stream api.py builds); the
+# searches' settings (population, children, rungs, ...) do not touch it, so a preset's search changing does not make
+# a stored baseline another configuration.
+BASELINE_KEYS = ("strategy", "data", "tasks", "seed", "val_fraction", "test_fraction", "input_size", "threads",
+                 "genome", "final")
+
+
+def config_differences(cfg, stored, keys: tuple[str, ...] | None = None) -> list[str]:
+    """The settings (dotted keys) in which a stored run's configuration differs from ``cfg`` (only ``keys``, the
+    top-level settings that matter, when given)."""
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
         for k, v in d.items():
-            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+            if prefix or keys is None or k in keys:
+                out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
         return out
 
     a, b = flat(cfg.to_dict()), flat(stored.to_dict())
@@ -100,8 +109,9 @@ def config_differences(cfg, stored) -> list[str]:
 def run_strategy(cfg, out: Path, reuse: bool) -> dict:
     if reuse and (out / "summary.json").is_file():
         try:
-            differ = config_differences(cfg.validate(), RunDir.open(out)[1])  # stored as validated
-        except RunDirError as exc:
+            differ = config_differences(cfg.validate(), RunDir.open(out)[1],  # stored as validated
+                                        None if cfg.strategy in SEARCHES else BASELINE_KEYS)
+        except (RunDirError, ConfigError) as exc:
             raise SystemExit(f"--reuse: {exc}") from None
         if differ:  # a reused run stands for this configuration only if it ran it
             raise SystemExit(f"--reuse: {out} ran another configuration than {cfg.strategy} asks here: "

@@ -44,7 +44,8 @@ def _evolve_parser(sub) -> None:
                    "override them")
     p.add_argument("--population", type=int, help="population size N")
     p.add_argument("--generations", type=int, help="generations G per task")
-    p.add_argument("--children", type=int, help="children per generation (lambda; default N)")
+    p.add_argument("--children", type=int, help="children per generation (lambda; default: the preset's, "
+                   "N where the preset sets none; the cpu preset sets 4 for natural images, whatever N)")
     p.add_argument("--seed", type=int, help="seed for splits, search and training (default 0)")
     p.add_argument("--genome", help="architecture for fixed/finetune/joint, e.g. d6_w16_p2.4_x2.4_s0:res-k3_...")
     p.add_argument("--proxy-steps", type=int, help="optimizer steps of a candidate's proxy training")

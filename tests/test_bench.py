@@ -50,6 +50,28 @@ def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+def test_a_reused_baseline_is_judged_on_what_a_baseline_reads():
+    import dataclasses
+    import importlib
+    import sys
+
+    from pcl_edge.evolve import preset_config
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        cl_quality = importlib.import_module("cl_quality")
+    finally:
+        sys.path.remove(str(BENCH))
+    stored = preset_config("tiny", "digits", strategy="fixed").validate()
+    searched = dataclasses.replace(stored, children=4, generations=3)  # the preset's search changed since
+    assert cl_quality.config_differences(searched, stored, cl_quality.BASELINE_KEYS) == []
+    assert cl_quality.config_differences(searched, stored) == ["children: 0 stored, 4 asked",
+                                                               "generations: 1 stored, 3 asked"]
+    longer = dataclasses.replace(stored, final=dataclasses.replace(stored.final, steps=41))
+    differ = cl_quality.config_differences(longer, stored, cl_quality.BASELINE_KEYS)
+    assert differ == ["final.steps: 40 stored, 41 asked"]
+
+
 def test_latency_predictor_quick_checks_first_and_excludes_what_the_profile_saw(tmp_path):
     pytest.importorskip("onnxruntime", reason="re-measuring needs onnxruntime (the 'ort' extra)")
     rec = run_bench("latency_predictor", tmp_path)

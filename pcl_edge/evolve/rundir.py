@@ -2,7 +2,7 @@
 
     config.json            the resolved configuration
     tasks.json             the task plan: source and classes of every task, in order (``pcl-edge learn`` appends)
-    events.jsonl           one JSON object per event (generation, expert, task, resume ...)
+    events.jsonl           one JSON object per event (session: the executor, generation, expert, task, resume ...)
     state.pt               the whole search state, rewritten atomically after every generation
     accuracy_matrix.csv    R[i, j], test accuracy on task j after learning task i
     summary.json           final metrics and per-task experts

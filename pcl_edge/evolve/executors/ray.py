@@ -78,7 +78,8 @@ class RayExecutor:
         return out
 
     def settings(self) -> dict:
-        return {"address": self.address or "local", "cpus_per_trial": self.cpus, "gpus_per_trial": self.gpus,
+        where = self.address or ("a local instance" if self._owns else "the caller's instance")
+        return {"address": where, "cpus_per_trial": self.cpus, "gpus_per_trial": self.gpus,
                 "max_retries": self.max_retries}
 
     def close(self) -> None:
