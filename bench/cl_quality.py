@@ -109,7 +109,8 @@ def config_differences(cfg, stored, keys: tuple[str, ...] | None = None) -> list
 def run_strategy(cfg, out: Path, reuse: bool) -> dict:
     if reuse and (out / "summary.json").is_file():
         try:
-            differ = config_differences(cfg.validate(), RunDir.open(out)[1],  # stored as validated
+            rd, stored = RunDir.open(out)
+            differ = config_differences(cfg.validate(), stored,  # stored as validated
                                         None if cfg.strategy in SEARCHES else BASELINE_KEYS)
         except (RunDirError, ConfigError) as exc:
             raise SystemExit(f"--reuse: {exc}") from None
@@ -117,11 +118,10 @@ def run_strategy(cfg, out: Path, reuse: bool) -> dict:
             raise SystemExit(f"--reuse: {out} ran another configuration than {cfg.strategy} asks here: "
                              + "; ".join(differ))
         summary = json.loads((out / "summary.json").read_text())
-        stored = json.loads((out / "config.json").read_text())
-        done = [e["time"] for e in RunDir(out).events() if e["event"] == "done"]
+        done = [e["time"] for e in rd.events() if e["event"] == "done"]
         finished = done[-1] if done else (out / "summary.json").stat().st_mtime
         summary["reused"] = {"from": str(out), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
-                             "final_steps": stored.get("final", {}).get("steps")}
+                             "final_steps": stored.final.steps}
         logging.warning("%s: reusing %s (finished %s)", cfg.strategy, out, summary["reused"]["finished"])
         return summary
     start = time.perf_counter()
