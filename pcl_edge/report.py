@@ -180,7 +180,8 @@ def _selection_line(summary: dict) -> str:
         return ""
     how = ("accuracy as the objective; " + ", ".join(sel["constraints"]) + " as constraints"
            if sel["mode"] == "constrained" else "the Pareto front of " + ", ".join(sel["objectives"]))
-    return f"\n<p>Selection: <b>{html.escape(sel['mode'])}</b> ({html.escape(how)})</p>"
+    expert = f"; the expert: {sel['expert']}" if sel.get("expert") else ""
+    return f"\n<p>Selection: <b>{html.escape(sel['mode'])}</b> ({html.escape(how + expert)})</p>"
 
 
 def _sessions_line(run: Path) -> str:

@@ -227,7 +227,9 @@ def test_constrained_selection_is_the_default_and_the_run_says_which_ran(referen
     pareto = evolve(searched(selection="pareto", generations=1), out=tmp_path / "p", progress=False)
     assert pareto["selection"] == {"mode": "pareto", "objectives": ["val_acc", "params"],
                                    "constraints": ["params <= 300,000"],
-                                   "screening": "pairwise predictor keeps 1 of 3 mutants"}
+                                   "screening": "pairwise predictor keeps 1 of 3 mutants",
+                                   "expert": "the most parameters within 1 standard error(s) of the highest validation "
+                                             "accuracy"}
     assert preset_config("cpu", "imagefolder:x").screen == 1  # the predictor did not beat the parent's accuracy
     from pcl_edge.report import build_report
 
@@ -273,7 +275,7 @@ def test_a_run_made_before_selection_modes_resumes_as_it_ran(tmp_path):
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
     assert stored["selection"] == "constrained"
     for key in ("selection", "lineage_schedule", "seed_baseline", "preserve_depth", "max_train_cost",
-                "keep_incumbent"):  # from 0.1.0
+                "keep_incumbent", "expert_tie_z"):  # from 0.1.0
         del stored[key]
     (tmp_path / "r" / "config.json").write_text(json.dumps(stored))
     cfg = RunDir.open(tmp_path / "r")[1]
@@ -281,6 +283,35 @@ def test_a_run_made_before_selection_modes_resumes_as_it_ran(tmp_path):
                                                                                            False)
     assert cfg.max_train_cost is None  # no training-cost cap: it did not have one
     assert cfg.keep_incumbent is False
+    assert cfg.expert_tie_z == 0.0  # its experts were the highest accuracy, ties to fewer parameters
+
+
+def test_the_expert_is_the_largest_of_those_tied_within_validation_noise():
+    """Issue 21, half-latency seed 1, task 2: after ~150 steps a 586-parameter net led a 44 k one by one validation
+    image in 1,200; archived, it reached 0.7675 after 1,800 steps. Within the noise the tie goes to capacity."""
+    from pcl_edge.evolve.individual import Individual
+    from pcl_edge.evolve.pcl import best_index, expert_index
+
+    g = Genome.parse("d2_w8_p-_x-_s0:res-k3")
+    rows = [(0.734167, 586, 0.039), (0.733333, 44_474, 0.119), (0.729167, 44_394, 0.153), (0.706667, 754, 0.065),
+            (0.733333, 60_000, 0.300)]  # the last is over the latency limit
+    pop = [Individual(uid=f"i{k}", genome=g, state={}, val_acc=acc, params=params, extra={"latency_ms": ms})
+           for k, (acc, params, ms) in enumerate(rows)]
+    assert best_index(pop, 0.2147) == 0  # the highest accuracy alone: the tiny net
+    assert expert_index(pop, 0.2147, n_val=1200, z=1.0) == 1  # 1 SE of a difference at p=0.73, n=1200: 1.8 points
+    assert expert_index(pop, None, n_val=1200, z=1.0) == 4  # without the limit the larger one is admitted
+    assert expert_index(pop, 0.2147, n_val=1200, z=0.0) == 0  # z 0: what runs made before it did
+    assert expert_index(pop, 0.2147, n_val=120_000, z=1.0) == 0  # a 10x tighter estimate separates them
+    assert expert_index(pop, 0.01, n_val=1200, z=1.0) is None  # nobody meets the limit
+    pop[0] = Individual(uid="i0", genome=g, state={}, val_acc=0.80, params=586, extra={"latency_ms": 0.039})
+    assert expert_index(pop, 0.2147, n_val=1200, z=1.0) == 0  # 6.7 points ahead is not a tie
+    assert preset_config("cpu", "imagefolder:x").expert_tie_z == 1.0
+
+
+@pytest.mark.parametrize("z", [-1, "1", float("inf"), True])
+def test_a_bad_expert_tie_z_is_refused(z):
+    with pytest.raises(ConfigError, match="expert_tie_z"):
+        preset_config("tiny", "digits", expert_tie_z=z).validate()
 
 
 def test_the_first_population_holds_the_hand_picked_net_or_its_largest_fitting_variant(tmp_path):

@@ -80,6 +80,13 @@ class EvolveConfig:
     # (the same total) lost on each of three seeds, 0.38-0.68 points of mean validation accuracy (mean 0.48), against
     # the preset (BENCHMARKS.md, "Item 4: a larger share").
     first_final_scale: float = 1.0
+    # The expert of a task: the feasible individuals whose validation accuracy lies within ``expert_tie_z`` standard
+    # errors of the best one's (the standard error of a difference of two accuracies on the task's validation set)
+    # are tied, and the tie goes to the most parameters. The search judges after 150 steps or so what trains for
+    # ~12 times as many, and at that horizon capacity pays: issue 21, half-latency seed 1, task 2 archived a
+    # 586-parameter net that led a 44 k-parameter one by 1 validation image of 1,200 (0.7342 against 0.7333), and
+    # ended at 0.7675 after its 1,800 steps. 0: the highest accuracy, ties to fewer parameters (runs made before it).
+    expert_tie_z: float = 1.0
     # Multi-fidelity generations (successive halving): steps each rung adds. Rung 0 trains children * eta^(R-1)
     # children; each later rung keeps the best 1/eta (feasible first, then validation accuracy) and trains them
     # further from their own weights. Empty: one rung of proxy.steps (the population's own trainings always use
@@ -194,6 +201,9 @@ class EvolveConfig:
             out.append(f"crossover_prob must be in [0, 1] (got {self.crossover_prob})")
         if self.proxy.steps < 1 or self.final.steps < 1 or any(r < 1 for r in self.rungs):
             out.append("training steps (proxy, final, every rung) must be >= 1")
+        z = self.expert_tie_z
+        if isinstance(z, bool) or not (isinstance(z, (int, float)) and 0 <= z < math.inf):
+            out.append(f"expert_tie_z must be a number >= 0 (got {z!r})")
         scale = self.first_final_scale
         if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and 0 < scale < math.inf):
             out.append(f"first_final_scale must be a number > 0 (got {self.first_final_scale})")

@@ -7,6 +7,7 @@ sampled, randomly initialised population."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import replace
 from functools import cached_property
@@ -33,6 +34,21 @@ def best_index(pop: list[Individual], limit_ms: float | None = None) -> int | No
     older identity. None when nobody meets the limit."""
     ok = [i for i in range(len(pop)) if limit_ms is None or pop[i].extra["latency_ms"] <= limit_ms]
     return min(ok, key=lambda i: (-pop[i].val_acc, pop[i].params, pop[i].uid)) if ok else None
+
+
+def expert_index(pop: list[Individual], limit_ms: float | None, n_val: int, z: float) -> int | None:
+    """The expert's pick (``EvolveConfig.expert_tie_z``): of the individuals within the latency limit whose validation
+    accuracy is within ``z`` standard errors of the best, the one with the most parameters (then the higher accuracy,
+    then the older identity). The standard error is that of a difference of two accuracies near the best's, each on
+    ``n_val`` images: sqrt(2 p (1 - p) / n). ``z`` 0: ``best_index``. None when nobody meets the limit."""
+    b = best_index(pop, limit_ms)
+    if b is None or z <= 0 or n_val <= 0:
+        return b
+    p = pop[b].val_acc
+    floor = p - z * math.sqrt(2 * p * (1 - p) / n_val)
+    tied = [i for i in range(len(pop)) if (limit_ms is None or pop[i].extra["latency_ms"] <= limit_ms)
+            and pop[i].val_acc >= floor]
+    return min(tied, key=lambda i: (-pop[i].params, -pop[i].val_acc, pop[i].uid))
 
 
 def _fmt(v: float | None) -> str:
@@ -396,7 +412,7 @@ class PCLLearner(ExpertLearner):
     def _make_expert(self, t: int) -> None:
         own, task_id = self.state["own"], self.stream.tasks[t].id
         pop = own["population"]
-        b = best_index(pop, self.limit_ms)
+        b = expert_index(pop, self.limit_ms, len(self.stream.tasks[t].val), self.cfg.expert_tie_z)
         if b is None:
             fastest = min(ind.extra["latency_ms"] for ind in pop)
             raise LatencyBudgetError(
@@ -476,7 +492,10 @@ class PCLLearner(ExpertLearner):
                                 [f"training cost <= {self.cfg.max_train_cost:g}x the hand-picked net's"]
                                 if self.cfg.max_train_cost is not None else [])],
                             "screening": "off" if self.cfg.screen <= 1 else
-                            f"{self.cfg.perf_predictor} predictor keeps 1 of {self.cfg.screen} mutants"}
+                            f"{self.cfg.perf_predictor} predictor keeps 1 of {self.cfg.screen} mutants",
+                            "expert": "the highest validation accuracy" if self.cfg.expert_tie_z <= 0 else
+                            f"the most parameters within {self.cfg.expert_tie_z:g} standard error(s) of the highest "
+                            "validation accuracy"}
         if self.profile is not None:
             out["target"] = {"name": self.profile.name, "source": self.profile.source, "path": str(self.cfg.target),
                              "latency_budget_ms": self.cfg.latency_budget_ms, "margin": self.cfg.latency_margin}
