@@ -275,7 +275,7 @@ def test_a_run_made_before_selection_modes_resumes_as_it_ran(tmp_path):
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
     assert stored["selection"] == "constrained"
     for key in ("selection", "lineage_schedule", "seed_baseline", "preserve_depth", "max_train_cost",
-                "keep_incumbent", "expert_tie_z"):  # from 0.1.0
+                "keep_incumbent", "expert_tie_z", "keep_expert"):  # from 0.1.0
         del stored[key]
     (tmp_path / "r" / "config.json").write_text(json.dumps(stored))
     cfg = RunDir.open(tmp_path / "r")[1]
@@ -284,6 +284,7 @@ def test_a_run_made_before_selection_modes_resumes_as_it_ran(tmp_path):
     assert cfg.max_train_cost is None  # no training-cost cap: it did not have one
     assert cfg.keep_incumbent is False
     assert cfg.expert_tie_z == 0.0  # its experts were the highest accuracy, ties to fewer parameters
+    assert cfg.keep_expert is False
 
 
 def test_the_expert_is_the_largest_of_those_tied_within_validation_noise():
@@ -483,6 +484,36 @@ def test_without_keep_incumbent_the_seed_is_an_ordinary_member(tmp_path, monkeyp
     assert not any("incumbent" in e for e in events(tmp_path / "r", "rung"))
     (seed,) = [m["uid"] for m in pop["members"] if m["op"] == "baseline"]
     assert seed not in events(tmp_path / "r", "generation")[0]["survivors"]  # the worst: dies in generation 1
+
+
+def test_the_previous_expert_keeps_its_place_in_the_next_task_and_races_nobody(tmp_path, monkeypatch):
+    """``keep_expert``: issue 21, seed 0, task 2 (the expert_tie_z run): the task-1 expert scored 0.62 after its 50
+    steps on task 2 (0.71 in a run that differed only in thread counts) and died in the first generation. The
+    previous task's expert now holds the next task's incumbency: it trains beside the children and keeps its place
+    however it scores; it races nobody."""
+    def score(ind):
+        if ind.op in ("inherited", "incumbent") and ind.extra.get("carried"):
+            ind.val_acc = 0.1  # the carried expert: the worst reading of the task, always
+        elif ind.op == "final":
+            ind.val_acc = 0.9
+        else:
+            ind.val_acc = 0.5 + 0.4 * (int(ind.uid.encode().hex(), 16) % 97) / 97  # spread, deterministic
+
+    _scored(monkeypatch, score)
+    cfg = searched(tasks="2x2", screen=1)
+    evolve(cfg, out=tmp_path / "r", progress=False, executor_options={"workers": 1})
+    experts = events(tmp_path / "r", "expert")
+    pops = events(tmp_path / "r", "population")
+    (carried,) = [m for m in pops[1]["members"] if m.get("carried")]
+    assert carried["incumbent"] is True and carried["parent"] == "t1-expert"  # a race's tie goes to the search's choice
+    for gen in (e for e in events(tmp_path / "r", "generation") if e["task"] == 2):
+        assert gen["incumbent"]["carried"] is True and gen["incumbent"]["uid"] in gen["survivors"]  # kept, the worst
+    assert "race" not in experts[1]  # it races nobody: the search's choice is the expert
+    assert experts[1]["selected_from"] != f"t2-g{cfg.generations}-inc"
+    off = evolve(searched(tasks="2x2", screen=1, keep_expert=False), out=tmp_path / "off", progress=False,
+                 executor_options={"workers": 1})
+    assert off and not any(m.get("carried") for m in events(tmp_path / "off", "population")[1]["members"])
+    assert not any("incumbent" in e for e in events(tmp_path / "off", "rung") if e["task"] == 2)
 
 
 def test_an_incumbent_whose_training_failed_leaves_the_run_going(tmp_path, monkeypatch):

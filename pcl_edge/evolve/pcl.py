@@ -223,9 +223,11 @@ class PCLLearner(ExpertLearner):
 
     def _inherited_population(self, t: int, previous: list[Individual]) -> list[Individual]:
         """The previous task's population with its weights and a new head, briefly trained on task t."""
+        carried = {"incumbent": True, "carried": True} if self.cfg.keep_expert else None  # ``keep_expert``
         cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=ind.genome, op="inherited", run_seed=self.cfg.seed,
                            parent=ind.uid, parent_genome=ind.genome, parent_state=ind.state, new_head=True,
-                           schedule=self._schedule(t))  # a new task: a new schedule for every lineage
+                           schedule=self._schedule(t),  # a new task: a new schedule for every lineage
+                           extra=carried if ind.extra.get("archived") else None)
                  for k, ind in enumerate(previous)]
         return self._train(cands, t, f"task {t + 1} adapt")
 
@@ -305,7 +307,7 @@ class PCLLearner(ExpertLearner):
         return Candidate(uid=f"t{t + 1}-g{g}-inc", genome=inc.genome, op="incumbent", run_seed=self.cfg.seed,
                          parent=inc.parent if r else inc.uid, rung=r, resume_state=inc.state, inherited=inc.inherited,
                          train_s=inc.train_s if r else 0.0, schedule=self._schedule(t, inc.position),
-                         extra={"incumbent": True})
+                         extra={"incumbent": True, **({"carried": True} if inc.extra.get("carried") else {})})
 
     def _generation(self, t: int, g: int, pop: list[Individual]) -> list[Individual]:
         """Draft (and screen) the children, train them rung by rung, then (mu+lambda) selection. The incumbent (see
@@ -427,7 +429,7 @@ class PCLLearner(ExpertLearner):
                 pop[k] = ind
             pop[b] = Individual(uid=f"t{t + 1}-expert", genome=pop[b].genome, state=blob["state_dict"],
                                 val_acc=blob["metrics"]["val_acc"], params=pop[b].params, parent=pop[b].uid,
-                                op="final")
+                                op="final", extra={"archived": True})
             return
         racers = self._racers(pop, b)
         final = self.cfg.final_for(t)
@@ -464,6 +466,7 @@ class PCLLearner(ExpertLearner):
                                      **({"race": race} if race else {})})
         for k, ind in own.pop("race_rest", {}).items():
             pop[k] = ind
+        expert.extra["archived"] = True  # the next task's incumbent (``keep_expert``)
         pop[racers[w]] = expert  # the population carries the further-trained weights forward; the archive keeps a copy
 
     def _racers(self, pop: list[Individual], b: int) -> list[int]:
@@ -473,7 +476,7 @@ class PCLLearner(ExpertLearner):
         hand-picked net at 150 steps), so the two are judged at the expert's horizon, on validation."""
         inc = next((k for k, i in enumerate(pop) if i.extra.get("incumbent")), None)
         late = self.violation(pop)
-        if inc is None or inc == b or (late is not None and late[inc] > 0):
+        if inc is None or inc == b or pop[inc].extra.get("carried") or (late is not None and late[inc] > 0):
             return [b]
         return [b, inc]
 
