@@ -229,7 +229,7 @@ def test_constrained_selection_is_the_default_and_the_run_says_which_ran(referen
                                    "constraints": ["params <= 300,000"],
                                    "screening": "pairwise predictor keeps 1 of 3 mutants",
                                    "expert": "the most parameters within 1 standard error(s) of the highest validation "
-                                             "accuracy"}
+                                             "accuracy; the previous task's expert kept in the next task's search"}
     assert preset_config("cpu", "imagefolder:x").screen == 1  # the predictor did not beat the parent's accuracy
     from pcl_edge.report import build_report
 
@@ -510,6 +510,16 @@ def test_the_previous_expert_keeps_its_place_in_the_next_task_and_races_nobody(t
         assert gen["incumbent"]["carried"] is True and gen["incumbent"]["uid"] in gen["survivors"]  # kept, the worst
     assert "race" not in experts[1]  # it races nobody: the search's choice is the expert
     assert experts[1]["selected_from"] != f"t2-g{cfg.generations}-inc"
+
+    def best(ind):  # now the carried expert reads best: its further training is the expert, with no race
+        ind.val_acc = 0.99 if ind.extra.get("carried") else 0.5
+
+    monkeypatch.undo()
+    _scored(monkeypatch, best)
+    evolve(cfg, out=tmp_path / "best", progress=False, executor_options={"workers": 1})
+    expert = events(tmp_path / "best", "expert")[1]
+    assert "race" not in expert and expert["selected_from"] == f"t2-g{cfg.generations}-inc"
+    monkeypatch.undo()
     off = evolve(searched(tasks="2x2", screen=1, keep_expert=False), out=tmp_path / "off", progress=False,
                  executor_options={"workers": 1})
     assert off and not any(m.get("carried") for m in events(tmp_path / "off", "population")[1]["members"])

@@ -222,12 +222,17 @@ class PCLLearner(ExpertLearner):
         return found
 
     def _inherited_population(self, t: int, previous: list[Individual]) -> list[Individual]:
-        """The previous task's population with its weights and a new head, briefly trained on task t."""
-        carried = {"incumbent": True, "carried": True} if self.cfg.keep_expert else None  # ``keep_expert``
+        """The previous task's population with its weights and a new head, briefly trained on task t. With
+        ``keep_expert`` the previous task's expert holds this task's incumbency, if it meets the latency limit here
+        (another head may not)."""
+        def carried(ind: Individual) -> dict | None:
+            keep = self.cfg.keep_expert and ind.extra.get("archived")
+            fits = self.limit_ms is None or self.latency_ms(t, ind.genome) <= self.limit_ms
+            return {"incumbent": True, "carried": True} if keep and fits else None
+
         cands = [Candidate(uid=f"t{t + 1}-g0-i{k}", genome=ind.genome, op="inherited", run_seed=self.cfg.seed,
                            parent=ind.uid, parent_genome=ind.genome, parent_state=ind.state, new_head=True,
-                           schedule=self._schedule(t),  # a new task: a new schedule for every lineage
-                           extra=carried if ind.extra.get("archived") else None)
+                           schedule=self._schedule(t), extra=carried(ind))  # a new task: a new schedule per lineage
                  for k, ind in enumerate(previous)]
         return self._train(cands, t, f"task {t + 1} adapt")
 
@@ -298,7 +303,8 @@ class PCLLearner(ExpertLearner):
 
     @staticmethod
     def _incumbent(pop: list[Individual]) -> Individual | None:
-        """The member that holds the incumbency (``EvolveConfig.keep_incumbent``), if one does."""
+        """The member that holds the incumbency, if one does: a fresh population's hand-picked seed
+        (``EvolveConfig.keep_incumbent``) or the previous task's expert (``keep_expert``, flagged ``carried``)."""
         return next((i for i in pop if i.extra.get("incumbent")), None)
 
     def _continue_incumbent(self, t: int, g: int, r: int, inc: Individual) -> Candidate:
@@ -473,7 +479,8 @@ class PCLLearner(ExpertLearner):
         """Who trains for the expert: the search's choice ``b`` and, when another member holds the incumbency (a
         fresh population's hand-picked seed, ``keep_incumbent``), that member too: judged after a few dozen steps, a
         net that learns slowly loses to small nets that learn fast (issue 21, seed 1: a 1,358-parameter net beat the
-        hand-picked net at 150 steps), so the two are judged at the expert's horizon, on validation."""
+        hand-picked net at 150 steps), so the two are judged at the expert's horizon, on validation. A carried
+        incumbent (the previous task's expert, ``keep_expert``) races nobody: it has had its expert's training."""
         inc = next((k for k, i in enumerate(pop) if i.extra.get("incumbent")), None)
         late = self.violation(pop)
         if inc is None or inc == b or pop[inc].extra.get("carried") or (late is not None and late[inc] > 0):
@@ -496,9 +503,11 @@ class PCLLearner(ExpertLearner):
                                 if self.cfg.max_train_cost is not None else [])],
                             "screening": "off" if self.cfg.screen <= 1 else
                             f"{self.cfg.perf_predictor} predictor keeps 1 of {self.cfg.screen} mutants",
-                            "expert": "the highest validation accuracy" if self.cfg.expert_tie_z <= 0 else
-                            f"the most parameters within {self.cfg.expert_tie_z:g} standard error(s) of the highest "
-                            "validation accuracy"}
+                            "expert": ("the highest validation accuracy" if self.cfg.expert_tie_z <= 0 else
+                                       f"the most parameters within {self.cfg.expert_tie_z:g} standard error(s) of "
+                                       "the highest validation accuracy")
+                            + ("; the previous task's expert kept in the next task's search" if self.cfg.keep_expert
+                               else "")}
         if self.profile is not None:
             out["target"] = {"name": self.profile.name, "source": self.profile.source, "path": str(self.cfg.target),
                              "latency_budget_ms": self.cfg.latency_budget_ms, "margin": self.cfg.latency_margin}
