@@ -91,6 +91,8 @@ class EvolveConfig:
     # ~12 times as many, and at that horizon capacity pays: issue 21, half-latency seed 1, task 2 archived a
     # 586-parameter net that led a 44 k-parameter one by 1 validation image of 1,200 (0.7342 against 0.7333), and
     # ended at 0.7675 after its 1,800 steps. 0: the highest accuracy, ties to fewer parameters (runs made before it).
+    # Adopted with ``keep_expert`` on validation (three seeds, +0.20 points: BENCHMARKS.md, "Item 3"); alone it lost
+    # 2.22 points on one seed, where it skipped task 1's race and the strongest lineage then died on task 2.
     expert_tie_z: float = 1.0
     # Multi-fidelity generations (successive halving): steps each rung adds. Rung 0 trains children * eta^(R-1)
     # children; each later rung keeps the best 1/eta (feasible first, then validation accuracy) and trains them
