@@ -409,6 +409,8 @@ def test_children_continue_their_parent_s_schedule(reference, tmp_path):
             else:
                 assert c["position"] == pos[c["uid"]] + cfg.rung_steps[e["rung"]]  # its own rung-0 position
             pos[c["uid"]] = c["position"]
+        if "incumbent" in e:  # a parent too (the seed; with keep_expert, the previous task's expert)
+            pos[e["incumbent"]["uid"]] = e["incumbent"]["position"]
     assert checked >= 4
     restarts = evolve(searched(lineage_schedule=False, generations=1), out=tmp_path / "r", progress=False)
     assert restarts and all(c["position"] == e["steps"] for e in events(tmp_path / "r", "rung") for c in e["trained"])
