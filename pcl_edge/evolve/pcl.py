@@ -32,8 +32,13 @@ log = logging.getLogger(__name__)
 def best_index(pop: list[Individual], limit_ms: float | None = None) -> int | None:
     """Highest validation accuracy within the latency limit (if any); ties go to fewer parameters, then to the
     older identity. None when nobody meets the limit."""
-    ok = [i for i in range(len(pop)) if limit_ms is None or pop[i].extra["latency_ms"] <= limit_ms]
+    ok = _feasible(pop, limit_ms)
     return min(ok, key=lambda i: (-pop[i].val_acc, pop[i].params, pop[i].uid)) if ok else None
+
+
+def _feasible(pop: list[Individual], limit_ms: float | None) -> list[int]:
+    """Indices of the individuals within the latency limit (all of them without one)."""
+    return [i for i in range(len(pop)) if limit_ms is None or pop[i].extra["latency_ms"] <= limit_ms]
 
 
 def expert_index(pop: list[Individual], limit_ms: float | None, n_val: int, z: float) -> int | None:
@@ -46,8 +51,7 @@ def expert_index(pop: list[Individual], limit_ms: float | None, n_val: int, z: f
         return b
     p = pop[b].val_acc
     floor = p - z * math.sqrt(2 * p * (1 - p) / n_val)
-    tied = [i for i in range(len(pop)) if (limit_ms is None or pop[i].extra["latency_ms"] <= limit_ms)
-            and pop[i].val_acc >= floor]
+    tied = [i for i in _feasible(pop, limit_ms) if pop[i].val_acc >= floor]
     return min(tied, key=lambda i: (-pop[i].params, -pop[i].val_acc, pop[i].uid))
 
 
