@@ -200,6 +200,84 @@ def test_without_trusted_keys_uploads_and_activations_are_refused_by_default(bun
     assert router.version.digest == before and leftovers(tmp_path / "store") == []
 
 
+def test_push_asks_first_and_sends_nothing_a_device_would_refuse(bundles, tmp_path, v1_tar):  # noqa: F811
+    """A refusal that comes before the body is read can reach a client mid-upload as a connection reset (the server
+    closes with the body unread, and a large bundle fills the socket buffers first). So push asks GET
+    /v2/admin/bundle first: a wrong token, a device without keys or a bundle over the device's cap is a clear
+    error before a byte of the bundle is sent."""
+    from pcl_edge.runtime.http import create_app
+    from pcl_edge.runtime.ota import push
+    from tests._server import serving
+
+    shutil.copytree(bundles / "v0", tmp_path / "v0")
+    cases = [  # (serve options, token, what the error says)
+        ({}, TOKEN, "no trusted keys"),
+        ({"allow_unsigned": True}, "not-the-token-0123456789", "HTTP 401"),
+        ({"allow_unsigned": True, "max_bundle_bytes": 1024}, TOKEN, f"{v1_tar.stat().st_size} bytes.*1024-byte cap"),
+    ]
+    for options, token, says in cases:
+        router = Router(tmp_path / "v0", backend="ort", store=tmp_path / "store")
+        app, seen = create_app(router, TOKEN, **options), []
+
+        async def recording(scope, receive, send, app=app, seen=seen):
+            if scope["type"] == "http":
+                seen.append(f"{scope['method']} {scope['path']}")
+            await app(scope, receive, send)
+
+        with serving(recording) as url, pytest.raises(RuntimeError, match=says):
+            push(v1_tar, url, token)
+        assert seen == ["GET /v2/admin/bundle"], (options, seen)
+        assert leftovers(tmp_path / "store") == []
+
+
+def test_the_upload_terms_say_what_the_device_takes(device, caplog):
+    url, router, store = device
+    req = urllib.request.Request(url + "/v2/admin/bundle", headers={"authorization": f"Bearer {TOKEN}"})
+    with caplog.at_level("WARNING"), urllib.request.urlopen(req, timeout=60) as r:
+        assert json.loads(r.read()) == {"max_bundle_bytes": 4 << 20, "signature_required": False}
+    assert not any("without a signature check" in m.getMessage() for m in caplog.records)  # asking activates nothing
+    with pytest.raises(urllib.error.HTTPError) as err:  # the terms are the admin's: no token, no answer
+        urllib.request.urlopen(url + "/v2/admin/bundle", timeout=60)
+    assert err.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(url + "/v2/admin/bundle", method="POST", headers={
+            "authorization": f"Bearer {TOKEN}"}), timeout=60)
+    assert err.value.code == 405 and set(err.value.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PUT"}
+
+
+def test_push_to_a_device_that_cannot_say_its_terms_uploads_as_before(device, v1_tar):
+    """A device from before GET /v2/admin/bundle answers it 405: push then uploads without asking."""
+    from pcl_edge.runtime.http import create_app
+    from pcl_edge.runtime.ota import push
+    from tests._server import serving
+
+    _, router, _ = device
+    inner, seen = create_app(router, TOKEN, max_bundle_bytes=4 << 20, allow_unsigned=True), []
+
+    async def older(scope, receive, send):
+        if scope["type"] == "http":
+            seen.append(f"{scope['method']} {scope['path']}")
+            if scope["method"] == "GET" and scope["path"] == "/v2/admin/bundle":
+                await send({"type": "http.response.start", "status": 405, "headers": [(b"allow", b"PUT")]})
+                await send({"type": "http.response.body", "body": b'{"error": "Method Not Allowed"}'})
+                return
+        await inner(scope, receive, send)
+
+    with serving(older) as old_url:
+        answer = push(v1_tar, old_url, TOKEN)
+    assert seen == ["GET /v2/admin/bundle", "PUT /v2/admin/bundle"] and len(answer["tasks"]) == len(router.tasks()) == 5
+
+
+def test_push_to_a_closed_port_says_it_cannot_reach_the_device(v1_tar):
+    from pcl_edge.runtime.ota import push
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RuntimeError, match="cannot reach"):
+        push(v1_tar, f"http://127.0.0.1:{port}", TOKEN)
+
+
 def test_allow_unsigned_warns_on_every_activation(device, v1_tar, caplog):
     import logging
 

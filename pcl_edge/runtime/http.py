@@ -168,8 +168,10 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
 
         from .ota import MAX_BUNDLE, UploadStalled, UploadTooLarge, receive_bundle
 
-        store = core.upload_store()
         cap = max_bundle_bytes or MAX_BUNDLE
+        if request.method != "PUT":  # GET: the terms a client asks for before it sends a bundle
+            return JSONResponse(core.upload_terms(cap))
+        store = core.upload_store()
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             return error(BadRequest(f"bundle of {declared} bytes exceeds the {cap}-byte cap"), 413)
@@ -215,7 +217,7 @@ def create_app(router: Router, token: str | None = None, max_body_bytes: int = M
         Route("/v2/repository/models/{model}/load", admin(repo_load), methods=["POST"]),
         Route("/v2/repository/models/{model}/unload", admin(repo_unload), methods=["POST"]),
         Route("/v2/admin/activate", admin(activate), methods=["POST"]),
-        Route("/v2/admin/bundle", admin(upload), methods=["PUT"]),
+        Route("/v2/admin/bundle", admin(upload), methods=["GET", "PUT"]),
         Route("/v2/admin/rollback", admin(rollback), methods=["POST"]),
     ]
 

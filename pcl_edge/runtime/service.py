@@ -193,15 +193,16 @@ class ServiceCore:
             log.warning("refused admin call %s from %s: missing or wrong bearer token", what, peer)
             raise Unauthorized("missing or wrong bearer token")
 
-    def check_new_bundles_allowed(self) -> None:
-        """Without trusted keys, a new bundle is refused unless the operator allowed unsigned ones (then warned): the
-        token alone must not decide what code runs on the device."""
+    def check_new_bundles_allowed(self, warn: bool = True) -> None:
+        """Without trusted keys, a new bundle is refused unless the operator allowed unsigned ones (then warned, when
+        one is on its way): the token alone must not decide what code runs on the device."""
         if self.router.trusted_keys is not None:
             return
         if not self.allow_unsigned:
             raise Forbidden("this device has no trusted keys: over-the-air bundles and activations need serve "
                             "--trusted-key KEY.pub (or --allow-unsigned)")
-        log.warning("activating a bundle without a signature check (--allow-unsigned)")
+        if warn:
+            log.warning("activating a bundle without a signature check (--allow-unsigned)")
 
     def activate(self, bundle: str) -> dict:
         self.check_new_bundles_allowed()
@@ -210,12 +211,19 @@ class ServiceCore:
     def rollback(self) -> dict:
         return bundle_answer(self.router.rollback())
 
-    def upload_store(self):
+    def upload_store(self, warn: bool = True):
         """Where an upload may land (the check comes before any byte is read)."""
-        self.check_new_bundles_allowed()
+        self.check_new_bundles_allowed(warn)
         if self.router.store.root is None:
             raise Forbidden("over-the-air updates are off: start the server with a bundle store")
         return self.router.store
+
+    def upload_terms(self, max_bundle_bytes: int) -> dict:
+        """What a client asks before it sends a bundle: 403 if this device takes none now, else its size cap and
+        whether the bundle must be signed. A refusal that comes after an upload began can reach the client only as a
+        connection reset (its body unread), so clients ask first."""
+        self.upload_store(warn=False)
+        return {"max_bundle_bytes": max_bundle_bytes, "signature_required": self.router.trusted_keys is not None}
 
     def activate_upload(self, path) -> dict:
         """Activate a bundle the store received; refused (or already active), the upload goes."""
