@@ -220,7 +220,7 @@ class ServiceCore:
 
     def upload_terms(self, max_bundle_bytes: int) -> dict:
         """What a client asks before it sends a bundle: 403 if this device takes none now, else its size cap and
-        whether the bundle must be signed. A refusal that comes after an upload began can reach the client only as a
+        whether the bundle must be signed. A refusal that comes after an upload began may reach the client only as a
         connection reset (its body unread), so clients ask first."""
         self.upload_store(warn=False)
         return {"max_bundle_bytes": max_bundle_bytes, "signature_required": self.router.trusted_keys is not None}
