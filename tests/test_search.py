@@ -100,6 +100,23 @@ def test_screening_keeps_children_within_the_latency_limit_when_it_can(tmp_path)
             assert sum(c["latency_ms"] <= limit for c in r["trained"]) >= len(r["trained"]) // 2
 
 
+def test_without_screening_no_training_goes_to_a_child_that_cannot_meet_the_latency_limit(tmp_path):
+    """With one draft per child (screening off, the cpu preset's default) an infeasible mutant used to be trained
+    (75 steps at half latency on Split CIFAR-10, issue 21), though it can never be the expert: more are drawn
+    instead, until every child meets the limit by prediction. Runs made before it keep drafting as they did."""
+    out = tmp_path / "lat1"
+    cfg = searched(tasks="1x2", generations=3, screen=1, target=PROFILE, latency_budget_ms=0.03)
+    evolve(cfg, out=out, progress=False)
+    limit = 0.03 * (1 - cfg.latency_margin)
+    trained = [c for r in events(out, "rung") if r["rung"] == 0 for c in r["trained"]]
+    assert len(trained) == 3 * cfg.rung_sizes[0]
+    assert all(c["latency_ms"] <= limit for c in trained), [c["latency_ms"] for c in trained]
+    legacy = tmp_path / "legacy"
+    evolve(dataclasses.replace(cfg, feasible_children=False), out=legacy, progress=False)
+    late = [c for r in events(legacy, "rung") if r["rung"] == 0 for c in r["trained"] if c["latency_ms"] > limit]
+    assert late  # the same draws, before: infeasible children trained
+
+
 # -- determinism: workers, resume ----------------------------------------------------------------------------------
 def test_worker_processes_give_bit_identical_experts(reference, tmp_path):
     ref_out, ref = reference

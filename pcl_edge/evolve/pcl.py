@@ -26,7 +26,21 @@ from .recipe import Schedule
 from .selection import nsga2_select, rank_and_crowding, tournament
 from .trainer import resolve_threads
 
+# with a latency limit (and ``feasible_children``), a generation draws at most this many extra mutants per child it
+# trains, looking for children that meet the limit; a draw is a mutation and a latency prediction (microseconds)
+FEASIBLE_DRAWS = 8
+
 log = logging.getLogger(__name__)
+
+
+def _distinct_first(drafts: list[Candidate], order: list[int]) -> list[int]:
+    """``order`` with the first draft of each genome first, then the drafts that repeat a genome."""
+    firsts, genomes = [], set()
+    for i in order:
+        if drafts[i].genome not in genomes:
+            firsts.append(i)
+            genomes.add(drafts[i].genome)
+    return firsts + [i for i in order if i not in firsts]
 
 
 def best_index(pop: list[Individual], limit_ms: float | None = None) -> int | None:
@@ -244,15 +258,19 @@ class PCLLearner(ExpertLearner):
     def _draft(self, t: int, g: int, pop: list[Individual]) -> list[Candidate]:
         """The children of generation g: ``rung_sizes[0] * screen`` mutants drawn by tournament, of which the
         performance predictor keeps the predicted best (all of them when screen is 1 or it has too little history).
-        Children that cannot meet the latency limit by prediction are screened out first."""
+        With a latency limit, mutants are drawn on until enough meet it by prediction (``feasible_children``, at most
+        ``FEASIBLE_DRAWS`` extra draws per child), and those that cannot meet it go last."""
         space, rng, cfg = self.space_for(t), np.random.default_rng([self.cfg.seed, t, g]), self.cfg
         rank, crowd = self._ranking(pop)
         history = self._history()
         n_train = cfg.rung_sizes[0]
         n_draw = n_train * cfg.screen if history.ready() else n_train
-        drafts, feats = [], []
+        screening = n_draw > n_train
+        drafts, feats, fit = [], [], set()  # fit: the distinct genomes drawn that meet the latency limit
         shape, ncls = tuple(self.stream.tasks[t].spec.shape), self.tasks[t].num_classes
-        for c in range(n_draw):
+        more = cfg.feasible_children and self.limit_ms is not None  # draw on until n_train children fit
+        c = 0
+        while c < n_draw or (more and len(fit) < n_train and c < n_draw + FEASIBLE_DRAWS * n_train):
             p = pop[tournament(rank, crowd, rng, cfg.tournament_size)]
             genome, op = p.genome, ""
             if rng.random() < cfg.crossover_prob:
@@ -264,16 +282,18 @@ class PCLLearner(ExpertLearner):
                                     schedule=self._schedule(t, p.position),  # the child goes on where its parent is
                                     preserve_depth=cfg.preserve_depth))
             feats.append(perf_features(child, p.genome, p.val_acc, op + name, shape, ncls))
-        scores = history.fit(cfg.perf_predictor).score(np.array(feats, float)) if n_draw > n_train else None
+            if self.limit_ms is None or self.latency_ms(t, child) <= self.limit_ms:
+                fit.add(child)
+            c += 1
+        scores = history.fit(cfg.perf_predictor).score(np.array(feats, float)) if screening else None
         late = [max(0.0, self.latency_ms(t, d.genome) - self.limit_ms) if self.limit_ms else 0.0 for d in drafts]
         # order: feasible first, then predicted score (when screening), then draw order; distinct genomes first
-        order = sorted(range(n_draw), key=lambda i: (late[i], -(scores[i] if scores is not None else 0.0), i))
-        chosen, genomes = [], set()
-        for i in order:
-            if drafts[i].genome not in genomes:
-                chosen.append(i)
-                genomes.add(drafts[i].genome)
-        chosen += [i for i in order if i not in chosen]
+        order = sorted(range(len(drafts)), key=lambda i: (late[i], -(scores[i] if scores is not None else 0.0), i))
+        if more:  # a feasible child, even one whose genome another child has, before any infeasible one
+            chosen = _distinct_first(drafts, [i for i in order if late[i] == 0.0])
+            chosen += _distinct_first(drafts, [i for i in order if late[i] > 0.0])
+        else:
+            chosen = _distinct_first(drafts, order)
         chosen = sorted(chosen[:n_train])
         return [replace(drafts[i], extra={"features": feats[i],
                                           **({"predicted": round(float(scores[i]), 6)} if scores is not None else {})})

@@ -31,7 +31,7 @@ from .config import ConfigError, EvolveConfig
 # What a run whose config.json predates a setting did: it resumes (and learns new tasks) as it ran.
 LEGACY_DEFAULTS = {"selection": "pareto", "lineage_schedule": False, "seed_baseline": False, "preserve_depth": False,
                    "max_train_cost": None, "keep_incumbent": False, "expert_tie_z": 0.0,
-                   "keep_expert": False}
+                   "keep_expert": False, "feasible_children": False}
 
 
 class RunDirError(ValueError):
