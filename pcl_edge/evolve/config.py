@@ -110,8 +110,7 @@ class EvolveConfig:
     # With a latency limit, a generation draws mutants until ``rung_sizes[0]`` of them meet it by prediction (at most
     # ``FEASIBLE_DRAWS`` times as many draws), so that no training goes to a child that can never be the expert.
     # False: runs made before it, where with one draft per child (screen 1) an infeasible mutant was trained: issue
-    # 21, half-latency seed 2 on Split CIFAR-10, 5 of the first 24 children (75 steps each, the best-scoring one of
-    # task 1 among them).
+    # 21, half latency on Split CIFAR-10, 29 of the 120 first-rung children of three seeds (75 steps each).
     feasible_children: bool = True
     # a name from evolve.perf_predictor.PERF_PREDICTORS; the pairwise ranking loss ranked better than the regression
     # on 3 of 4 replayed runs (bench/perf_predictor.py, BENCHMARKS.md: mean Kendall tau 0.287 vs 0.263)
