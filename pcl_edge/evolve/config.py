@@ -107,10 +107,11 @@ class EvolveConfig:
     # Screening: mutants drawn per child trained at rung 0; the performance predictor keeps the predicted best
     # (1 = no screening). Needs some labelled history first: until then children are drawn unscreened.
     screen: int = 1
-    # With a latency limit, a generation draws mutants until ``rung_sizes[0]`` of them meet it by prediction (at most
-    # ``FEASIBLE_DRAWS`` times as many draws), so that no training goes to a child that can never be the expert.
-    # False: runs made before it, where with one draft per child (screen 1) an infeasible mutant was trained: issue
-    # 21, half latency on Split CIFAR-10, 29 of the 120 first-rung children of three seeds (75 steps each).
+    # With a latency limit, a generation draws mutants until as many distinct genomes meet it by prediction as it
+    # trains children (at most ``pcl.FEASIBLE_DRAWS`` more draws per child), and trains those that meet it first, so
+    # that no training goes to a child that can never be the expert while one that can is at hand. False: runs made
+    # before it, where with one draft per child (screen 1) an infeasible mutant was trained: issue 21, half latency
+    # on Split CIFAR-10, 29 of the 120 first-rung children of three seeds (25 steps each).
     feasible_children: bool = True
     # a name from evolve.perf_predictor.PERF_PREDICTORS; the pairwise ranking loss ranked better than the regression
     # on 3 of 4 replayed runs (bench/perf_predictor.py, BENCHMARKS.md: mean Kendall tau 0.287 vs 0.263)

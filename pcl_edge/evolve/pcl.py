@@ -257,9 +257,11 @@ class PCLLearner(ExpertLearner):
     # -- one generation -----------------------------------------------------------------------------------------
     def _draft(self, t: int, g: int, pop: list[Individual]) -> list[Candidate]:
         """The children of generation g: ``rung_sizes[0] * screen`` mutants drawn by tournament, of which the
-        performance predictor keeps the predicted best (all of them when screen is 1 or it has too little history).
-        With a latency limit, mutants are drawn on until enough meet it by prediction (``feasible_children``, at most
-        ``FEASIBLE_DRAWS`` extra draws per child), and those that cannot meet it go last."""
+        performance predictor keeps the predicted best (no predictor when screen is 1 or it has too little history).
+        With a latency limit and ``feasible_children``, mutants are drawn on until as many distinct genomes meet it
+        by prediction as there are children (at most ``FEASIBLE_DRAWS`` more draws per child), and every draft that
+        meets it comes before any that does not; without ``feasible_children``, distinct genomes come first.
+        Children that cannot meet the limit go after those that can, within each group."""
         space, rng, cfg = self.space_for(t), np.random.default_rng([self.cfg.seed, t, g]), self.cfg
         rank, crowd = self._ranking(pop)
         history = self._history()
