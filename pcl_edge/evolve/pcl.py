@@ -268,7 +268,8 @@ class PCLLearner(ExpertLearner):
         n_train = cfg.rung_sizes[0]
         n_draw = n_train * cfg.screen if history.ready() else n_train
         screening = n_draw > n_train
-        drafts, feats, fit = [], [], set()  # fit: the distinct genomes drawn that meet the latency limit
+        drafts, feats, late = [], [], []  # late: how far each draft's predicted latency is over the limit
+        fit = set()  # the distinct genomes drawn that meet the latency limit
         shape, ncls = tuple(self.stream.tasks[t].spec.shape), self.tasks[t].num_classes
         more = cfg.feasible_children and self.limit_ms is not None  # draw on until n_train children fit
         c = 0
@@ -284,11 +285,11 @@ class PCLLearner(ExpertLearner):
                                     schedule=self._schedule(t, p.position),  # the child goes on where its parent is
                                     preserve_depth=cfg.preserve_depth))
             feats.append(perf_features(child, p.genome, p.val_acc, op + name, shape, ncls))
-            if self.limit_ms is None or self.latency_ms(t, child) <= self.limit_ms:
+            late.append(max(0.0, self.latency_ms(t, child) - self.limit_ms) if self.limit_ms else 0.0)
+            if late[-1] == 0.0:
                 fit.add(child)
             c += 1
         scores = history.fit(cfg.perf_predictor).score(np.array(feats, float)) if screening else None
-        late = [max(0.0, self.latency_ms(t, d.genome) - self.limit_ms) if self.limit_ms else 0.0 for d in drafts]
         # order: feasible first, then predicted score (when screening), then draw order; distinct genomes first
         order = sorted(range(len(drafts)), key=lambda i: (late[i], -(scores[i] if scores is not None else 0.0), i))
         if more:  # a feasible child, even one whose genome another child has, before any infeasible one
