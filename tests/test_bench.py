@@ -87,9 +87,12 @@ def test_latency_predictor_quick_checks_first_and_excludes_what_the_profile_saw(
     assert not seen & {(r["shape"], r["genome"]) for r in rows}
 
 
-def test_perf_predictor_quick_replays_a_run_and_scores_every_model(tmp_path):
-    rec = run_bench("perf_predictor", tmp_path)
+def test_perf_predictor_quick_replays_a_run_and_scores_every_model(bundles, tmp_path):
+    """A finished run replayed (the session's stream of five tasks: the bench reads it, never writes; with no
+    --runs it first runs the same tiny search itself)."""
+    rec = run_bench("perf_predictor", tmp_path, "--runs", str(bundles / "run"))
     (run, scores), = rec["result"]["runs"].items()
+    assert run == str(bundles / "run")
     assert set(scores) == {"pairwise", "ridge", "parent-acc", "random"}
     n = {name: len(per_gen) for name, per_gen in scores.items()}
     assert len(set(n.values())) == 1 and n["pairwise"] >= 1  # every model scored on the same generations

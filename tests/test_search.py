@@ -22,6 +22,16 @@ def searched(**kw):
     return preset_config("tiny", "digits", **({"tasks": "2x2", "generations": 2, "rungs": (5, 10), "screen": 3} | kw))
 
 
+def brief(**kw):
+    """``searched`` without screening and with a few steps per training, for the tests where what the networks learn
+    decides nothing (accuracies rewritten by ``_scored``, latencies, events): a run takes a third of the time."""
+    from pcl_edge.evolve.config import TrainConfig
+
+    short = {"screen": 1, "rungs": (1, 2), "proxy": TrainConfig(steps=2, batch_size=32, threads=1),
+             "final": TrainConfig(steps=4, batch_size=32)}
+    return searched(**(short | kw))
+
+
 def events(run_dir, kind):
     return [e for e in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines()) if e["event"] == kind]
 
@@ -105,7 +115,7 @@ def test_without_screening_no_training_goes_to_a_child_that_cannot_meet_the_late
     (at half latency on Split CIFAR-10, issue 21: 29 of 120 first-rung children), though it can never be the
     expert: more are drawn instead, until every child meets the limit by prediction."""
     out = tmp_path / "lat1"
-    cfg = searched(tasks="1x2", generations=3, screen=1, target=PROFILE, latency_budget_ms=0.03)
+    cfg = brief(tasks="1x2", generations=3, target=PROFILE, latency_budget_ms=0.03)
     evolve(cfg, out=out, progress=False)
     limit = 0.03 * (1 - cfg.latency_margin)
     trained = [c for r in events(out, "rung") if r["rung"] == 0 for c in r["trained"]]
@@ -466,7 +476,7 @@ def test_the_seeded_incumbent_keeps_its_place_and_races_for_the_expert(tmp_path,
             ind.val_acc = 0.95 if ind.op != "init" else 0.9
 
     _scored(monkeypatch, score)
-    cfg = searched(tasks="1x2", screen=1)
+    cfg = brief(tasks="1x2")
     evolve(cfg, out=tmp_path / "r", progress=False, executor_options={"workers": 1})
     (pop,) = events(tmp_path / "r", "population")
     (seed,) = [m for m in pop["members"] if m["op"] == "baseline"]
@@ -491,14 +501,14 @@ def test_the_seeded_incumbent_keeps_its_place_and_races_for_the_expert(tmp_path,
 
 def test_no_race_when_the_search_chooses_the_incumbent(tmp_path, monkeypatch):
     _scored(monkeypatch, lambda ind: setattr(ind, "val_acc", 0.99 if ind.op in ("baseline", "incumbent") else 0.5))
-    evolve(searched(tasks="1x2", screen=1), out=tmp_path / "r", progress=False, executor_options={"workers": 1})
+    evolve(brief(tasks="1x2"), out=tmp_path / "r", progress=False, executor_options={"workers": 1})
     (expert,) = events(tmp_path / "r", "expert")
     assert "race" not in expert and expert["selected_from"] == "t1-g2-inc"
 
 
 def test_without_keep_incumbent_the_seed_is_an_ordinary_member(tmp_path, monkeypatch):
     _scored(monkeypatch, lambda ind: setattr(ind, "val_acc", 0.1 if ind.op == "baseline" else 0.9))
-    evolve(searched(tasks="1x2", screen=1, keep_incumbent=False), out=tmp_path / "r", progress=False,
+    evolve(brief(tasks="1x2", keep_incumbent=False), out=tmp_path / "r", progress=False,
            executor_options={"workers": 1})
     (pop,) = events(tmp_path / "r", "population")
     assert not any(m.get("incumbent") for m in pop["members"])
@@ -521,7 +531,7 @@ def test_the_previous_expert_keeps_its_place_in_the_next_task_and_races_nobody(t
             ind.val_acc = 0.5 + 0.4 * (int(ind.uid.encode().hex(), 16) % 97) / 97  # spread, deterministic
 
     _scored(monkeypatch, score)
-    cfg = searched(tasks="2x2", screen=1)
+    cfg = brief(tasks="2x2")
     evolve(cfg, out=tmp_path / "r", progress=False, executor_options={"workers": 1})
     experts = events(tmp_path / "r", "expert")
     pops = events(tmp_path / "r", "population")
@@ -541,7 +551,7 @@ def test_the_previous_expert_keeps_its_place_in_the_next_task_and_races_nobody(t
     expert = events(tmp_path / "best", "expert")[1]
     assert "race" not in expert and expert["selected_from"] == f"t2-g{cfg.generations}-inc"
     monkeypatch.undo()
-    off = evolve(searched(tasks="2x2", screen=1, keep_expert=False), out=tmp_path / "off", progress=False,
+    off = evolve(brief(tasks="2x2", keep_expert=False), out=tmp_path / "off", progress=False,
                  executor_options={"workers": 1})
     assert off and not any(m.get("carried") for m in events(tmp_path / "off", "population")[1]["members"])
     assert not any("incumbent" in e for e in events(tmp_path / "off", "rung") if e["task"] == 2)
@@ -556,7 +566,7 @@ def test_an_incumbent_whose_training_failed_leaves_the_run_going(tmp_path, monke
             ind.state, ind.val_acc = {}, 0.0
 
     _scored(monkeypatch, score)
-    evolve(searched(tasks="1x2", screen=1), out=tmp_path / "r", progress=False, executor_options={"workers": 1})
+    evolve(brief(tasks="1x2"), out=tmp_path / "r", progress=False, executor_options={"workers": 1})
     (seed,) = [m for m in events(tmp_path / "r", "population")[0]["members"] if m["op"] == "baseline"]
     gen1 = [e for e in events(tmp_path / "r", "rung") if e["generation"] == 1]
     assert gen1[0]["incumbent"]["failed"] == "OutOfMemoryError" and "incumbent" not in gen1[1]
@@ -570,7 +580,7 @@ def test_a_run_stopped_right_after_a_race_is_archived_resumes_with_the_race_s_ot
     next save, a resumed run must still carry them: its later experts are those of a run never stopped."""
     from pcl_edge.evolve.pcl import PCLLearner
 
-    cfg = searched(screen=1)
+    cfg = brief()
     def score(ind):  # the seed wins the race; the search's choice, the loser, stays the population's best
         if ind.op in ("baseline", "incumbent"):
             ind.val_acc = 0.1
@@ -617,7 +627,7 @@ def test_the_first_task_s_expert_trains_its_larger_share(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(PCLLearner, "_train", train)
-    cfg = searched(screen=1, first_final_scale=1.5)
+    cfg = brief(first_final_scale=1.5)
     evolve(cfg, out=tmp_path / "r", progress=False, executor_options={"workers": 1})
     base = cfg.final.steps
     assert finals == [(0, round(1.5 * base), 2), (1, base, 1)]  # task 1: a race, both racers at the larger share
