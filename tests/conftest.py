@@ -65,3 +65,14 @@ def bundles(tmp_path_factory):
     learn(root / "run", tasks="2x2", progress=False)
     export_bundle(root / "run", root / "v1", base=root / "v0")
     return root
+
+
+@pytest.fixture(scope="session")
+def searched_run(tmp_path_factory):
+    """``tests.test_search.searched()`` run in process: (run directory, summary), the reference that the search, Ray
+    and GPU-executor tests compare their experts with. Read-only."""
+    from pcl_edge.evolve import evolve
+    from tests.test_search import searched
+
+    out = tmp_path_factory.mktemp("searched") / "run"
+    return out, evolve(searched(), out=out, progress=False, executor_options={"workers": 1})

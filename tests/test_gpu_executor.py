@@ -94,10 +94,13 @@ def _tiny(**kw):
     return preset_config("tiny", "digits", **({"tasks": "2x2", "generations": 2, "rungs": (5, 10), "screen": 3} | kw))
 
 
-@pytest.fixture(scope="module")
-def local_reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu-exec") / "local"
-    return out, evolve(_tiny(), out=out, progress=False, executor_options={"workers": 1})
+@pytest.fixture
+def local_reference(searched_run):
+    """``_tiny()`` run in process: the search tests' reference, of the same configuration."""
+    from tests.test_search import searched
+
+    assert _tiny() == searched()
+    return searched_run
 
 
 def test_the_gpu_executor_on_the_cpu_gives_the_local_executor_s_experts(local_reference, tmp_path):

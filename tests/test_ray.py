@@ -26,11 +26,13 @@ def tiny():
     return preset_config("tiny", "digits", tasks="2x2", generations=2, rungs=(5, 10), screen=3)
 
 
-@pytest.fixture(scope="module")
-def local_reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("local") / "run"
-    evolve(tiny(), out=out, progress=False, executor_options={"workers": 1})
-    return out
+@pytest.fixture
+def local_reference(searched_run):
+    """``tiny()`` run in process: the search tests' reference, of the same configuration."""
+    from tests.test_search import searched
+
+    assert tiny() == searched()
+    return searched_run[0]
 
 
 def test_same_experts_as_the_local_executor(ray_instance, local_reference, tmp_path):

@@ -36,10 +36,9 @@ def events(run_dir, kind):
     return [e for e in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines()) if e["event"] == kind]
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("search") / "run"
-    return out, evolve(searched(), out=out, progress=False, executor_options={"workers": 1})
+@pytest.fixture
+def reference(searched_run):
+    return searched_run
 
 
 # -- configuration -----------------------------------------------------------------------------------------------
