@@ -12,7 +12,8 @@ wall time is reported next to B. ``fixed``, ``finetune`` and ``joint`` train one
 ``genome``); their steps are set so that they spend B: the seconds per training step of that network are measured
 first (same trainer, same threads, ``--probe-steps`` after 5 warm-up steps), then steps per task = B / (tasks x
 s/step). ``joint`` trains all tasks at once with the same total number of steps (its steps cost the same: one task's
-batch each, round robin).
+batch each, round robin). The probe is short and a machine's speed drifts over a run: each strategy's wall clock is
+reported as a multiple of B ("wall / B"), and one more than 5 % from B is named under the table.
 
 Latency, per expert: *predicted* from ``--profile`` (default the shipped measured CPU profile) and *measured* here
 with onnxruntime CPU at the profile's thread count (median; the network is built from the genome, since latency
@@ -167,6 +168,17 @@ class Latency:
         return self._cache[key]
 
 
+BUDGET_TOLERANCE = 0.05  # a strategy's wall clock this far from B (either way) is said next to the table
+
+
+def budget_deviations(summaries: dict[str, dict], budget: float) -> list[str]:
+    """The strategies whose wall clock missed B by more than ``BUDGET_TOLERANCE``, as "fixed 1.17x B" (the
+    baselines' steps come from a short probe; across the stored Split CIFAR-10 runs `fixed` took a median 1.07x B,
+    so "equal wall clock" is a figure to read, not a given)."""
+    return [f"{s} {sm['wall_s'] / budget:.2f}x B" for s, sm in summaries.items()
+            if budget and round(abs(sm["wall_s"] / budget - 1), 6) > BUDGET_TOLERANCE]
+
+
 def main() -> None:
     ap = _common.parser(__doc__)
     ap.add_argument("--data", default="digits")
@@ -262,15 +274,22 @@ def main() -> None:
         worst = max(per_task, key=lambda e: e["measured_ms"])
         rows.append([s, sm["acc"], sm["bwt"], sm["fwt"], sm["forgetting"], sm["total_params"],
                      statistics.median(e["predicted_ms"] for e in per_task), worst["measured_ms"],
-                     round(sm["wall_s"]), "reused" if "reused" in sm else "this run"])
+                     round(sm["wall_s"]), round(sm["wall_s"] / budget, 3) if budget else None,
+                     "reused" if "reused" in sm else "this run"])
         experts += [[s, e["task"], e["genome"], e["params"], e["test_acc"], e["predicted_ms"], e["measured_ms"]]
                     for e in per_task]
     headers = ["strategy", "ACC", "BWT", "FWT", "forgetting", "total params", "median predicted ms",
-               "max measured ms", "wall s", "run"]
+               "max measured ms", "wall s", "wall / B", "run"]
+    missed = budget_deviations(summaries, budget)
+    if missed:
+        logging.warning("equal wall clock not held: %s", ", ".join(missed))
     text = (f"{args.data}, preset {preset}, seed {args.seed}; budget B = {budget:.0f} s"
             + (f"; baselines: {steps} steps per task" if steps else "")
             + (f" at {sps * 1e3:.1f} ms/step measured over {probe_steps} steps" if sps else "") + "\n\n"
-            + _common.table(headers, rows) + "\n\nper expert (latency: batch 1, "
+            + _common.table(headers, rows)
+            + (f"\n\nequal wall clock not held (more than {BUDGET_TOLERANCE:.0%} from B): {', '.join(missed)}"
+               if missed else "")
+            + "\n\nper expert (latency: batch 1, "
             + f"predicted by {latency.profile.name}, measured with onnxruntime CPU, {latency.threads} thread(s), "
             + f"CPUs {latency.cpus}):\n\n"
             + _common.table(["strategy", "task", "genome", "params", "test acc", "predicted ms", "measured ms"],
@@ -283,7 +302,7 @@ def main() -> None:
               "baseline_genome": base_cfg.genome if baselines else preset_config(preset, args.data).genome,
               "scaled_baseline": args.scaled_baseline, "baseline_steps_per_task": steps,
               "baseline_seconds_per_step": sps, "probe_steps": None if sps is None else probe_steps,
-              "profile": str(args.profile), "strategies": summaries}
+              "profile": str(args.profile), "budget_missed": missed, "strategies": summaries}
     _common.write(name, args, result, text)
 
 
