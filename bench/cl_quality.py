@@ -172,10 +172,10 @@ BUDGET_TOLERANCE = 0.05  # a strategy's wall clock this far from B (either way) 
 
 
 def budget_deviations(summaries: dict[str, dict], budget: float) -> list[str]:
-    """The strategies whose wall clock missed B by more than ``BUDGET_TOLERANCE``, as "fixed 1.17x B" (the
-    baselines' steps come from a short probe; across the stored Split CIFAR-10 runs `fixed` took a median 1.07x B,
-    so "equal wall clock" is a figure to read, not a given)."""
-    return [f"{s} {sm['wall_s'] / budget:.2f}x B" for s, sm in summaries.items()
+    """The strategies whose wall clock is more than ``BUDGET_TOLERANCE`` from B, as "fixed 1.166x B": the baselines,
+    held to B by steps from a short probe (across the stored Split CIFAR-10 runs `fixed` took a median 1.07x B, so
+    "equal wall clock" is a figure to read, not a given), and ``pcl-scratch``, reported next to B."""
+    return [f"{s} {sm['wall_s'] / budget:.3f}x B" for s, sm in summaries.items()
             if budget and round(abs(sm["wall_s"] / budget - 1), 6) > BUDGET_TOLERANCE]
 
 
@@ -209,7 +209,7 @@ def main() -> None:
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         ap.error(f"unknown strategies {unknown}; choose from {STRATEGIES}")
-    if args.budget_s is None and any(s not in SEARCHES for s in strategies) and "pcl" not in strategies:
+    if args.budget_s is None and "pcl" not in strategies:  # B is pcl's wall clock, or this
         ap.error("without pcl in --strategies, give --budget-s")
     if args.probe_steps < 1:
         ap.error(f"--probe-steps must be at least 1 (got {args.probe_steps})")
@@ -282,12 +282,12 @@ def main() -> None:
                "max measured ms", "wall s", "wall / B", "run"]
     missed = budget_deviations(summaries, budget)
     if missed:
-        logging.warning("equal wall clock not held: %s", ", ".join(missed))
+        logging.warning("wall clock more than %.0f%% from B: %s", BUDGET_TOLERANCE * 100, ", ".join(missed))
     text = (f"{args.data}, preset {preset}, seed {args.seed}; budget B = {budget:.0f} s"
             + (f"; baselines: {steps} steps per task" if steps else "")
             + (f" at {sps * 1e3:.1f} ms/step measured over {probe_steps} steps" if sps else "") + "\n\n"
             + _common.table(headers, rows)
-            + (f"\n\nequal wall clock not held (more than {BUDGET_TOLERANCE:.0%} from B): {', '.join(missed)}"
+            + (f"\n\nwall clock more than {BUDGET_TOLERANCE:.0%} from B: {', '.join(missed)}"
                if missed else "")
             + "\n\nper expert (latency: batch 1, "
             + f"predicted by {latency.profile.name}, measured with onnxruntime CPU, {latency.threads} thread(s), "

@@ -67,8 +67,18 @@ def test_a_strategy_that_missed_equal_wall_clock_is_named():
     dev = cl_quality_module().budget_deviations
     runs = {"pcl": {"wall_s": 1559.0}, "fixed": {"wall_s": 1817.2}, "finetune": {"wall_s": 1500.0},
             "joint": {"wall_s": 1400.0}}
-    assert dev(runs, 1559.0) == ["fixed 1.17x B", "joint 0.90x B"]
+    assert dev(runs, 1559.0) == ["fixed 1.166x B", "joint 0.898x B"]
     assert dev({"pcl": {"wall_s": 10.0}, "fixed": {"wall_s": 10.5}}, 10.0) == []
+
+
+def test_without_pcl_a_budget_is_asked_for_before_anything_runs(tmp_path):
+    """B is pcl's wall clock or --budget-s: `pcl-scratch` alone used to run its whole search, then crash writing the
+    table (no B to print)."""
+    out = subprocess.run([sys.executable, str(BENCH / "cl_quality.py"), "--quick", "--json", str(tmp_path / "x.json"),
+                          "--strategies", "pcl-scratch", "--out", str(tmp_path / "runs")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "give --budget-s" in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x.json").exists()
 
 
 def test_a_reused_baseline_is_judged_on_what_a_baseline_reads():
@@ -103,8 +113,8 @@ def test_latency_predictor_quick_checks_first_and_excludes_what_the_profile_saw(
 
 
 def test_perf_predictor_quick_replays_a_run_and_scores_every_model(bundles, tmp_path):
-    """A finished run replayed (the session's stream of five tasks: the bench reads it, never writes; with no
-    --runs it first runs the same tiny search itself)."""
+    """A finished run replayed: the session's stream (tiny preset, 3 tasks, then 2 more learned), which the bench
+    only reads. Without --runs the bench first runs a tiny search of its own; that path is not run here (20 s)."""
     rec = run_bench("perf_predictor", tmp_path, "--runs", str(bundles / "run"))
     (run, scores), = rec["result"]["runs"].items()
     assert run == str(bundles / "run")

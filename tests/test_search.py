@@ -25,10 +25,9 @@ def searched(**kw):
 def brief(**kw):
     """``searched`` without screening and with a few steps per training, for the tests where what the networks learn
     decides nothing (accuracies rewritten by ``_scored``, latencies, events): a run takes a third of the time."""
-    from pcl_edge.evolve.config import TrainConfig
-
-    short = {"screen": 1, "rungs": (1, 2), "proxy": TrainConfig(steps=2, batch_size=32, threads=1),
-             "final": TrainConfig(steps=4, batch_size=32)}
+    base = searched()
+    short = {"screen": 1, "rungs": (1, 2), "proxy": dataclasses.replace(base.proxy, steps=2),
+             "final": dataclasses.replace(base.final, steps=4)}
     return searched(**(short | kw))
 
 
