@@ -373,7 +373,7 @@ PRESETS: dict[str, dict] = {
     # seconds on Split Digits: for tests and smoke runs
     "tiny": dict(population=4, generations=1, max_depth=4, proxy=TrainConfig(steps=15, batch_size=32, threads=1),
                  final=TrainConfig(steps=40, batch_size=32)),
-    # the default: Split Digits in about a minute on 2 cores; Split CIFAR-10 in under 30 minutes
+    # the default: Split Digits in one to two minutes on 2 cores (40-124 s measured); Split CIFAR-10 in under 30 minutes
     # (generations 2, was 3: with deeper children now surviving (issue 21) 3 took 73 s; 2 reach the same validation
     # accuracy, 1.000 on every task of Split Digits, in 45 s)
     "cpu": dict(population=6, generations=2, max_depth=8, max_params=300_000, max_train_cost=1.0,
