@@ -21,7 +21,9 @@ def run_bench(script: str, tmp_path: Path, *args: str) -> dict:
 
 def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
     pytest.importorskip("onnxruntime", reason="measured latency needs onnxruntime (the 'ort' extra)")
-    rec = run_bench("cl_quality", tmp_path, "--strategies", "pcl,fixed,finetune", "--out", str(tmp_path / "runs"))
+    # no generations: the search's own depth is not what this checks, and B (and so both baselines) halves
+    rec = run_bench("cl_quality", tmp_path, "--strategies", "pcl,fixed,finetune", "--out", str(tmp_path / "runs"),
+                    "--generations", "0")
     prov, res = rec["provenance"], rec["result"]
     assert rec["quick"] is True and "cl_quality.py --quick" in prov["command"]
     assert prov["versions"]["torch"] and prov["machine"]["cpus_usable"] >= 1 and prov["date"].endswith("Z")
@@ -39,13 +41,15 @@ def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
     assert "| finetune |" in rec["text"] and "| wall / B |" in rec["text"]
     assert rec["result"]["budget_missed"] == cl_quality_module().budget_deviations(res["strategies"], res["budget_s"])
     # --reuse reads the finished runs instead of training again
-    again = run_bench("cl_quality", tmp_path, "--strategies", "pcl,fixed", "--out", str(tmp_path / "runs"), "--reuse")
+    again = run_bench("cl_quality", tmp_path, "--strategies", "pcl,fixed", "--out", str(tmp_path / "runs"), "--reuse",
+                      "--generations", "0")
     assert again["result"]["strategies"]["pcl"]["acc"] == pcl["acc"]
     assert "reused" in again["result"]["strategies"]["fixed"]
     assert again["result"]["probe_steps"] is None  # steps read from the reused baseline, nothing probed
     # ... but a run that ran another configuration does not stand for this one: refused, naming what differs
     other = subprocess.run([sys.executable, str(BENCH / "cl_quality.py"), "--quick", "--json", str(tmp_path / "x.json"),
-                            "--strategies", "pcl", "--out", str(tmp_path / "runs"), "--reuse", "--children", "3"],
+                            "--strategies", "pcl", "--out", str(tmp_path / "runs"), "--reuse", "--generations", "0",
+                            "--children", "3"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert other.returncode != 0 and "children: 0 stored, 3 asked" in other.stderr
     assert not (tmp_path / "x.json").exists()
