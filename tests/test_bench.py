@@ -21,7 +21,7 @@ def run_bench(script: str, tmp_path: Path, *args: str) -> dict:
 
 def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
     pytest.importorskip("onnxruntime", reason="measured latency needs onnxruntime (the 'ort' extra)")
-    # no generations: the search's own depth is not what this checks, and B (and so both baselines) halves
+    # no generations: the search's own depth is not what this checks, and B (so both baselines' time) is shorter
     rec = run_bench("cl_quality", tmp_path, "--strategies", "pcl,fixed,finetune", "--out", str(tmp_path / "runs"),
                     "--generations", "0")
     prov, res = rec["provenance"], rec["result"]

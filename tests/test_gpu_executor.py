@@ -9,6 +9,7 @@ from pcl_edge.evolve import RunDir, evolve, preset_config
 from pcl_edge.evolve.executors import create_executor
 from pcl_edge.evolve.executors.gpu import SlotStats, run_slots
 from tests.test_learner import StopAfterTask, assert_same_experts, expert_states, stop_after_task
+from tests.test_search import searched
 
 
 def counting(log, n_steps):
@@ -90,16 +91,11 @@ def test_streams_are_reused_by_the_slot_that_takes_over():
     assert len(made) == 2 and set(map(id, entered)) == set(map(id, made))
 
 
-def _tiny(**kw):
-    return preset_config("tiny", "digits", **({"tasks": "2x2", "generations": 2, "rungs": (5, 10), "screen": 3} | kw))
+_tiny = searched  # the search tests' configuration, whose in-process run is the reference
 
 
 @pytest.fixture
 def local_reference(searched_run):
-    """``_tiny()`` run in process: the search tests' reference, of the same configuration."""
-    from tests.test_search import searched
-
-    assert _tiny() == searched()
     return searched_run
 
 

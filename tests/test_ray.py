@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcl_edge.evolve import evolve, preset_config
+from pcl_edge.evolve import evolve
 from pcl_edge.evolve.executors import create_executor
 from tests.test_learner import StopAfterTask, assert_same_experts, expert_states, stop_after_task
+from tests.test_search import searched
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[ray]')")
 
@@ -20,18 +21,13 @@ def ray_instance():
     ray.shutdown()
 
 
-def tiny():
-    """Two rungs and screening (from task 2 on): promoted candidates continue from their weights on whichever
-    worker picks them up."""
-    return preset_config("tiny", "digits", tasks="2x2", generations=2, rungs=(5, 10), screen=3)
+# ``tiny()``: two rungs and screening (from task 2 on): promoted candidates continue from their weights on whichever
+# worker picks them up. The search tests' configuration, whose in-process run is the reference.
+tiny = searched
 
 
 @pytest.fixture
 def local_reference(searched_run):
-    """``tiny()`` run in process: the search tests' reference, of the same configuration."""
-    from tests.test_search import searched
-
-    assert tiny() == searched()
     return searched_run[0]
 
 
