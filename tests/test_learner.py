@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -279,3 +280,53 @@ def test_the_python_api_tells_the_same_story_as_the_cli(tmp_path):
     assert "task 2 expert:" in res.stderr and f"/{steps} [" in res.stderr and "step/s" in res.stderr
     assert "task 1 expert race:" in res.stderr  # the search's choice and the hand-picked seed, side by side
     assert "0/1 [" not in res.stderr
+
+
+def test_a_budget_is_shared_by_the_tasks_left():
+    from pcl_edge.evolve.learner import budget_steps
+
+    # 100 s left for 2 tasks, 5 s of each outside training, 0.1 s a step: (100 - 2 x 5) / (2 x 0.1)
+    assert budget_steps(100.0, 2, 0.1, 5.0) == 450
+    assert budget_steps(-3.0, 2, 0.1, 5.0) == 1  # over budget already: a task still trains (one step), no error
+
+
+class FakeClock:
+    """``time`` as the learner and the baselines read it: seconds pass only where the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "finetune"])
+def test_a_task_budget_holds_a_baseline_to_its_wall_clock(tmp_path, monkeypatch, strategy):
+    """``task_budget_s``: the first task trains ``final.steps``, each later one what fits its share of the time
+    left, at the step time and the time outside training the earlier tasks took; the run ends on budget."""
+    from pcl_edge.evolve import baselines, learner
+
+    clock = FakeClock()
+    real_train, real_evaluate = baselines.train, learner.evaluate
+
+    def train(net, data, cfg, seed, *args, **kwargs):  # 10 ms a step
+        clock.now += 0.01 * cfg.steps
+        return real_train(net, data, dataclasses.replace(cfg, steps=1), seed, *args, **kwargs)
+
+    def evaluate(net, data):  # 50 ms an evaluation: the time a task spends outside training
+        clock.now += 0.05
+        return real_evaluate(net, data)
+
+    for mod in (learner, baselines):
+        monkeypatch.setattr(mod, "time", clock)
+        monkeypatch.setattr(mod, "evaluate", evaluate)
+    monkeypatch.setattr(baselines, "train", train)
+    cfg = tiny(strategy=strategy, genome="d3_w8_p1_x1_s0:res-k3_s1:res-k3", task_budget_s=2.0)
+    s = evolve(cfg, out=tmp_path / strategy, progress=False)
+    steps = [t["steps"] for t in s["tasks"]]
+    assert steps[0] == cfg.final.steps and steps[1] > 3 * cfg.final.steps  # 2 s a task, 0.3 s for the first
+    assert abs(s["wall_s"] - 3 * 2.0) < 0.05 * 2.0  # within 5 % of one task's share (5.97 s when written)
+
+    monkeypatch.setattr(learner, "time", FakeClock())  # without a budget: final.steps every task
+    s = evolve(tiny(strategy=strategy, genome=cfg.genome), out=tmp_path / "plain", progress=False)
+    assert [t["steps"] for t in s["tasks"]] == [cfg.final.steps] * 3

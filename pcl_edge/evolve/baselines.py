@@ -19,18 +19,21 @@ from .trainer import build_seeded, default_device, derive_seed, evaluate, reset_
 
 class FixedLearner(ExpertLearner):
     name = "fixed"
+    budgeted = True
 
     def learn_task(self, t: int) -> None:
         if self.run.has_expert(self.stream.tasks[t].id):
             return
-        task, start = self.tasks[t], time.perf_counter()
+        task, start, steps = self.tasks[t], time.perf_counter(), self.task_steps(t)
         seed = derive_seed(self.cfg.seed, "fixed", t)
         net = build_seeded(Genome.parse(self.cfg.genome), task.in_channels, task.num_classes, seed)
         net.to(default_device())
         with step_progress(f"task {t + 1} fixed", enabled=self.executor.progress):
-            train(net, task.train, self.cfg.final, seed)
+            train(net, task.train, replace(self.cfg.final, steps=steps), seed)
+        train_s = time.perf_counter() - start
+        self.spent(steps, train_s)
         self.archive(t, net, {"val_acc": evaluate(net, task.val), "params": sum(p.numel() for p in net.parameters()),
-                              "search_s": 0.0, "train_s": round(time.perf_counter() - start, 3)})
+                              "search_s": 0.0, "train_s": round(train_s, 3), "steps": steps})
 
 
 class _Headed(nn.Module):
@@ -67,25 +70,29 @@ class _SharedTrunkLearner(Learner):
         trunk = self._trunk()
         return frozen_copy(_Headed(trunk, self._head(trunk, t)))
 
-    def _record(self, t: int, view: nn.Module, train_s: float) -> None:
+    def _record(self, t: int, view: nn.Module, train_s: float, steps: int) -> None:
         used = sum(p.numel() for n, p in view.named_parameters() if not n.startswith("trunk.head."))
         self.state["records"][t] = {"genome": self.cfg.genome, "params": used,
                                     "val_acc": evaluate(view, self.tasks[t].val), "search_s": 0.0,
-                                    "train_s": round(train_s, 3)}
+                                    "train_s": round(train_s, 3), "steps": steps}
 
 
 class FinetuneLearner(_SharedTrunkLearner):
     name = "finetune"
+    budgeted = True
 
     def learn_task(self, t: int) -> None:
-        start, trunk = time.perf_counter(), self._trunk()
+        start, steps, trunk = time.perf_counter(), self.task_steps(t), self._trunk()
         view = _Headed(trunk, self._head(trunk, t)).to(default_device())
         with step_progress(f"task {t + 1} finetune", enabled=self.executor.progress):
-            train(view, self.tasks[t].train, self.cfg.final, derive_seed(self.cfg.seed, self.name, t))
+            train(view, self.tasks[t].train, replace(self.cfg.final, steps=steps),
+                  derive_seed(self.cfg.seed, self.name, t))
         own = self.state["own"]
         own["trunk"] = state_to_cpu(trunk)
         own.setdefault("heads", {})[t] = state_to_cpu(view.head)
-        self._record(t, view, time.perf_counter() - start)
+        train_s = time.perf_counter() - start
+        self.spent(steps, train_s)
+        self._record(t, view, train_s, steps)
 
 
 class JointLearner(_SharedTrunkLearner):
@@ -108,5 +115,5 @@ class JointLearner(_SharedTrunkLearner):
         own["trunk"] = state_to_cpu(trunk)
         own["heads"] = {j: state_to_cpu(v.head) for j, v in enumerate(views)}
         for j, v in enumerate(views):
-            self._record(j, v, (time.perf_counter() - start) / len(views))
+            self._record(j, v, (time.perf_counter() - start) / len(views), self.cfg.final.steps)
             self.state["R"][-1, j] = evaluate(v, self.tasks[j].test)

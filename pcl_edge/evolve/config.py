@@ -78,6 +78,14 @@ class EvolveConfig:
     # proxies train one per worker process with 1 thread each; an expert trains alone, on every usable core
     proxy: TrainConfig = field(default_factory=lambda: TrainConfig(steps=60, batch_size=32, lr=0.05, threads=1))
     final: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=32, lr=0.05))
+    # fixed / finetune: the wall-clock seconds a task may take on average, so that a baseline spends the time another
+    # run took (bench/cl_quality.py sets pcl's wall clock / tasks). The first task trains ``final.steps``; each later
+    # one as many steps as fit its share of the time left (the tasks left share it equally), at the seconds per step
+    # and the time outside training per task that the tasks before it took: a closed loop that ends the run close to
+    # tasks x task_budget_s whatever the machine's speed does meanwhile (a probe then a fixed step count missed it by
+    # a median 7 %: BENCHMARKS.md, "How equal "equal wall clock" was"). The steps then depend on the machine's speed,
+    # so a resumed run need not end with the experts an uninterrupted one would. None: ``final.steps`` every task.
+    task_budget_s: float | None = None
     # pcl: the run's first task's expert (every racer of it) trains this many times ``final.steps`` (pcl-scratch: its
     # first task only; the baselines ignore it): every later task inherits the population that task's search left,
     # and a fresh population's expert has no inherited weights to start from (issue 21 item 4). Later tasks train
@@ -206,6 +214,13 @@ class EvolveConfig:
                 out.append(str(exc))
         if self.max_train_cost is not None and not self.max_train_cost > 0:
             out.append(f"max_train_cost must be > 0 or null (got {self.max_train_cost})")
+        if self.task_budget_s is not None:
+            b = self.task_budget_s
+            if isinstance(b, bool) or not (isinstance(b, (int, float)) and 0 < b < math.inf):
+                out.append(f"task_budget_s must be a number of seconds > 0 or null (got {b!r})")
+            elif not getattr(_strategy_class(self.strategy), "budgeted", False):
+                out.append(f"task_budget_s applies to fixed and finetune (one network trained task after task), not "
+                           f"to {self.strategy}")
         if self.population < 2:
             out.append(f"--population must be >= 2 (got {self.population})")
         if self.generations < 0:
@@ -259,6 +274,15 @@ class EvolveConfig:
 
 
 AUGMENTATIONS = ("none", "shift", "shift-flip")
+
+
+def _strategy_class(name: str):
+    from .strategies import get_strategy
+
+    try:
+        return get_strategy(name)
+    except KeyError:  # reported once, by the check of the strategy itself
+        return None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EvolveConfig:

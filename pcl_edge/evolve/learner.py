@@ -28,9 +28,16 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 
 
+def budget_steps(left_s: float, tasks_left: int, s_per_step: float, overhead_s: float) -> int:
+    """The steps of the next task when ``tasks_left`` tasks (it included) share ``left_s`` seconds equally, each
+    spending ``overhead_s`` outside training and ``s_per_step`` a training step; at least one."""
+    return max(1, int((left_s - tasks_left * overhead_s) / (tasks_left * s_per_step)))
+
+
 class Learner:
     name = "base"
     sequential = True  # False for joint training (no per-task rows)
+    budgeted = False  # True: its tasks' steps can follow ``task_budget_s`` (``task_steps``, ``spent``)
 
     def __init__(self, cfg: EvolveConfig, stream: TaskStream, run: RunDir, executor: Executor,
                  on_task_end: Callable[[int, Learner], None] | None = None) -> None:
@@ -117,6 +124,29 @@ class Learner:
         reset_head(rand, task.num_classes, head_seed)
         self.state["b"][t] = evaluate(rand, task.test)
 
+    # -- a wall-clock budget (task_budget_s) ------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """The run's wall clock so far, over every session of it."""
+        return self.state["wall_s"] + time.perf_counter() - self._t0
+
+    def task_steps(self, t: int) -> int:
+        """The steps task ``t`` trains: ``final.steps``; with ``task_budget_s``, after the first task, what fits its
+        share of the time left at the pace the tasks before it kept (``spent``)."""
+        spent = self.state.get("spent")
+        if self.cfg.task_budget_s is None or not spent or not spent["steps"] or t == 0:
+            return self.cfg.final.steps
+        elapsed = self.elapsed()
+        left, n_left = self.cfg.task_budget_s * len(self.tasks) - elapsed, len(self.tasks) - t
+        steps = budget_steps(left, n_left, spent["train_s"] / spent["steps"], (elapsed - spent["train_s"]) / t)
+        log.info("task %d: %d steps fit its share of the %.0f s left (%d task(s))", t + 1, steps, left, n_left)
+        return steps
+
+    def spent(self, steps: int, seconds: float) -> None:
+        """Count a task's training towards the pace ``task_steps`` plans with."""
+        spent = self.state.setdefault("spent", {"steps": 0, "train_s": 0.0})
+        spent["steps"] += steps
+        spent["train_s"] += seconds
+
     # -- reporting ----------------------------------------------------------------------------------------------
     def task_record(self, t: int) -> dict:
         return self.state["records"].get(t, {})
@@ -132,7 +162,7 @@ class Learner:
                           "class_names": list(task.class_names),
                           "genome": rec.get("genome"), "params": rec.get("params"), "val_acc": rec.get("val_acc"),
                           "test_acc": float(R[t if self.sequential else -1, t]), "search_s": rec.get("search_s"),
-                          "train_s": rec.get("train_s")})
+                          "train_s": rec.get("train_s"), **({"steps": rec["steps"]} if "steps" in rec else {})})
         clean = lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else round(float(v), 6)  # noqa
         return {"strategy": self.name, "data": self.cfg.data, "sources": self.stream.summary.get("sources"),
                 "seed": self.cfg.seed, "preset": self.cfg.preset,
