@@ -35,6 +35,12 @@ def test_cl_quality_quick_records_budget_metrics_and_provenance(tmp_path):
     for s in res["strategies"].values():
         assert len(s["experts_latency"]) == 5 and s["total_params"] > 0
         assert all(e["measured_ms"] > 0 and e["predicted_ms"] >= 0 for e in s["experts_latency"])
+    for s in ("fixed", "finetune"):  # closed loop: the probe's steps on task 1, then the time left shared out
+        cfg = json.loads((tmp_path / "runs" / s / "config.json").read_text())
+        assert cfg["task_budget_s"] == pytest.approx(res["budget_s"] / 5)
+        steps = [t["steps"] for t in res["strategies"][s]["tasks"]]
+        assert steps[0] == res["baseline_steps_per_task"] and all(n >= 1 for n in steps)
+    assert "then closed loop to" in rec["text"] and "| steps |" in rec["text"]
     ft = res["strategies"]["finetune"]
     one = next(t["params"] for t in ft["tasks"])
     assert one < ft["total_params"] < 5 * one  # one trunk, five heads

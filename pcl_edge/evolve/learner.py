@@ -131,21 +131,24 @@ class Learner:
 
     def task_steps(self, t: int) -> int:
         """The steps task ``t`` trains: ``final.steps``; with ``task_budget_s``, after the first task, what fits its
-        share of the time left at the pace the tasks before it kept (``spent``)."""
+        share of the time left at the seconds per step of the task before it (the first task's include the process's
+        warm-up: twice the later tasks' on Split Digits) and the mean time outside training of all before it."""
         spent = self.state.get("spent")
-        if self.cfg.task_budget_s is None or not spent or not spent["steps"] or t == 0:
+        if self.cfg.task_budget_s is None or not spent or t == 0:
             return self.cfg.final.steps
         elapsed = self.elapsed()
         left, n_left = self.cfg.task_budget_s * len(self.tasks) - elapsed, len(self.tasks) - t
-        steps = budget_steps(left, n_left, spent["train_s"] / spent["steps"], (elapsed - spent["train_s"]) / t)
-        log.info("task %d: %d steps fit its share of the %.0f s left (%d task(s))", t + 1, steps, left, n_left)
+        pace = spent["last_train_s"] / spent["last_steps"]
+        steps = budget_steps(left, n_left, pace, (elapsed - spent["train_s"]) / t)
+        log.info("task %d: %d steps (%.1f ms a step) fit its share of the %.0f s left to %d task(s)", t + 1, steps,
+                 pace * 1e3, left, n_left)
         return steps
 
     def spent(self, steps: int, seconds: float) -> None:
-        """Count a task's training towards the pace ``task_steps`` plans with."""
-        spent = self.state.setdefault("spent", {"steps": 0, "train_s": 0.0})
-        spent["steps"] += steps
+        """Record a task's training: the pace and the time outside training ``task_steps`` plans with."""
+        spent = self.state.setdefault("spent", {"train_s": 0.0})
         spent["train_s"] += seconds
+        spent["last_steps"], spent["last_train_s"] = steps, seconds
 
     # -- reporting ----------------------------------------------------------------------------------------------
     def task_record(self, t: int) -> dict:
