@@ -16,7 +16,8 @@ share of the time left, at the pace the tasks before it kept, so a probe that mi
 on the median stored run) or a machine that drifts costs one task's noise, not the stream's. ``joint`` trains all
 tasks at once, once, with the probe's steps for each (its steps cost the same: one task's batch each, round robin).
 Each strategy's wall clock is reported as a multiple of B ("wall / B"), and one more than 5 % from B is named under
-the table.
+the table. The JSON's ``baseline_steps_per_task`` is the probe's count: ``joint``'s per task, the first task's of the
+closed-loop baselines (their tasks' steps are in their summaries).
 
 Latency, per expert: *predicted* from ``--profile`` (default the shipped measured CPU profile) and *measured* here
 with onnxruntime CPU at the profile's thread count (median; the network is built from the genome, since latency

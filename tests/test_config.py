@@ -29,7 +29,8 @@ def test_explicit_options_override_the_preset():
 @pytest.mark.parametrize("kw,match", [({"population": 1}, "population"), ({"strategy": "nope"}, "unknown strategy"),
                                       ({"crossover_prob": 2.0}, "crossover_prob"), ({"val_fraction": 0.9}, "val_"),
                                       ({"task_budget_s": 0.0}, "task_budget_s must be"),
-                                      ({"task_budget_s": 60.0}, "task_budget_s applies to fixed and finetune")])
+                                      ({"task_budget_s": 60.0}, "task_budget_s applies to fixed and finetune"),
+                                      ({"task_budget_s": 60.0, "strategy": "joint"}, "not to joint")])
 def test_bad_configs(kw, match):
     with pytest.raises(ConfigError, match=match):
         preset_config("tiny", "digits", **kw).validate()

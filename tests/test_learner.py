@@ -331,3 +331,35 @@ def test_a_task_budget_holds_a_baseline_to_its_wall_clock(tmp_path, monkeypatch,
     monkeypatch.setattr(learner, "time", FakeClock())  # without a budget: final.steps every task
     s = evolve(tiny(strategy=strategy, genome=cfg.genome), out=tmp_path / "plain", progress=False)
     assert [t["steps"] for t in s["tasks"]] == [cfg.final.steps] * 3
+
+
+def test_a_budgeted_run_resumed_after_an_archived_expert_keeps_its_pace(tmp_path, monkeypatch):
+    """Killed after task 2's expert was archived but before the state was saved: the resumed run counts that task's
+    training from its archived record, so task 3 is still planned on the budget (not on ``final.steps``, and not on a
+    time outside training inflated by a task it did not count)."""
+    from pcl_edge.evolve import baselines, learner
+
+    clock = FakeClock()
+    real_train, real_archive = baselines.train, baselines.FixedLearner.archive
+
+    def train(net, data, cfg, seed, *args, **kwargs):  # 10 ms a step, nothing else takes time
+        clock.now += 0.01 * cfg.steps
+        return real_train(net, data, dataclasses.replace(cfg, steps=1), seed, *args, **kwargs)
+
+    def archive(self, t, net, record):
+        real_archive(self, t, net, record)
+        if t == 1:
+            raise StopAfterTask
+
+    for mod in (learner, baselines):
+        monkeypatch.setattr(mod, "time", clock)
+    monkeypatch.setattr(baselines, "train", train)
+    monkeypatch.setattr(baselines.FixedLearner, "archive", archive)
+    cfg = tiny(strategy="fixed", genome="d3_w8_p1_x1_s0:res-k3_s1:res-k3", task_budget_s=2.0)
+    with pytest.raises(StopAfterTask):
+        evolve(cfg, out=tmp_path / "run", progress=False)
+    monkeypatch.setattr(baselines.FixedLearner, "archive", real_archive)
+    s = evolve(resume=tmp_path / "run", progress=False)
+    steps = [t["steps"] for t in s["tasks"]]
+    assert steps[0] == cfg.final.steps and abs(steps[2] - (600 - sum(steps[:2]))) <= 1  # the time left, at 10 ms
+    assert s["wall_s"] == pytest.approx(6.0, abs=0.02)  # the archived task's training is counted, as it is kept

@@ -22,7 +22,11 @@ class FixedLearner(ExpertLearner):
     budgeted = True
 
     def learn_task(self, t: int) -> None:
-        if self.run.has_expert(self.stream.tasks[t].id):
+        if self.run.has_expert(self.stream.tasks[t].id):  # archived, then stopped before the state was saved
+            rec = self.archived_record(t)
+            if "steps" in rec:  # its training is kept, and so is the time it took (and the pace, for a budget)
+                self.spent(rec["steps"], rec["train_s"])
+                self.state["wall_s"] += rec["train_s"]
             return
         task, start, steps = self.tasks[t], time.perf_counter(), self.task_steps(t)
         seed = derive_seed(self.cfg.seed, "fixed", t)

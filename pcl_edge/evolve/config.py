@@ -188,9 +188,9 @@ class EvolveConfig:
         from .perf_predictor import PERF_PREDICTORS
         from .strategies import get_strategy
 
-        out = []
+        out, learner = [], None
         try:
-            get_strategy(self.strategy)
+            learner = get_strategy(self.strategy)
         except KeyError as exc:
             out.append(str(exc.args[0]))
         for name in self.objectives:
@@ -218,7 +218,7 @@ class EvolveConfig:
             b = self.task_budget_s
             if isinstance(b, bool) or not (isinstance(b, (int, float)) and 0 < b < math.inf):
                 out.append(f"task_budget_s must be a number of seconds > 0 or null (got {b!r})")
-            elif not getattr(_strategy_class(self.strategy), "budgeted", False):
+            elif learner is not None and not learner.budgeted:
                 out.append(f"task_budget_s applies to fixed and finetune (one network trained task after task), not "
                            f"to {self.strategy}")
         if self.population < 2:
@@ -274,15 +274,6 @@ class EvolveConfig:
 
 
 AUGMENTATIONS = ("none", "shift", "shift-flip")
-
-
-def _strategy_class(name: str):
-    from .strategies import get_strategy
-
-    try:
-        return get_strategy(name)
-    except KeyError:  # reported once, by the check of the strategy itself
-        return None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EvolveConfig:

@@ -3,7 +3,8 @@ accuracy matrix. Strategies (PCL and the baselines) fill in ``learn_task`` and `
 
 Resume contract: all randomness is derived from (seed, task, generation, identity), never from a global RNG
 that would need saving, and the state is written atomically at every step boundary; so an interrupted run that
-is resumed ends with the same experts as one that never stopped."""
+is resumed ends with the same experts as one that never stopped. The one exception is a baseline held to a
+wall-clock budget (``task_budget_s``): its later tasks' steps follow the time the earlier ones took."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ STATE_VERSION = 1
 def budget_steps(left_s: float, tasks_left: int, s_per_step: float, overhead_s: float) -> int:
     """The steps of the next task when ``tasks_left`` tasks (it included) share ``left_s`` seconds equally, each
     spending ``overhead_s`` outside training and ``s_per_step`` a training step; at least one."""
-    return max(1, int((left_s - tasks_left * overhead_s) / (tasks_left * s_per_step)))
+    return max(1, int((left_s - tasks_left * overhead_s) / (tasks_left * max(s_per_step, 1e-9))))
 
 
 class Learner:
@@ -134,7 +135,11 @@ class Learner:
         share of the time left at the seconds per step of the task before it (the first task's include the process's
         warm-up: twice the later tasks' on Split Digits) and the mean time outside training of all before it."""
         spent = self.state.get("spent")
-        if self.cfg.task_budget_s is None or not spent or t == 0:
+        if self.cfg.task_budget_s is None or t == 0:
+            return self.cfg.final.steps
+        if not spent or spent["tasks"] != t:  # not every task before it was counted: no pace to plan with
+            log.warning("task %d: the training of %d task(s) before it was not recorded; it trains final.steps (%d)",
+                        t + 1, t - (spent or {}).get("tasks", 0), self.cfg.final.steps)
             return self.cfg.final.steps
         elapsed = self.elapsed()
         left, n_left = self.cfg.task_budget_s * len(self.tasks) - elapsed, len(self.tasks) - t
@@ -146,7 +151,8 @@ class Learner:
 
     def spent(self, steps: int, seconds: float) -> None:
         """Record a task's training: the pace and the time outside training ``task_steps`` plans with."""
-        spent = self.state.setdefault("spent", {"train_s": 0.0})
+        spent = self.state.setdefault("spent", {"tasks": 0, "train_s": 0.0})
+        spent["tasks"] += 1
         spent["train_s"] += seconds
         spent["last_steps"], spent["last_train_s"] = steps, seconds
 
