@@ -118,3 +118,9 @@ def test_every_option_of_evolve_is_reachable_from_a_config_file():
             continue
         key = where.get(action.dest, action.dest)
         assert key.split(".")[0] in fields, f"--{action.dest} has no configuration field"
+
+
+def test_an_unknown_strategy_with_a_budget_is_one_line():
+    """The budget's own check reads the strategy: an unknown one is said once, by the strategy's check."""
+    problems = preset_config("tiny", "digits", strategy="nope", task_budget_s=5.0).problems()
+    assert len(problems) == 1 and "unknown strategy" in problems[0], problems
