@@ -246,6 +246,57 @@ def _state(pid: str) -> str:
         return "gone"
 
 
+def _tensors(obj):
+    """Every tensor reachable from ``obj`` through dicts, lists, tuples and dataclasses."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    return [t for v in obj for t in _tensors(v)] if isinstance(obj, (list, tuple)) else []
+
+
+def _scaled_sum(item, split):
+    return {"sum": item["w"].sum() + split.x.sum(), "split": split}
+
+
+def test_what_a_map_ships_is_in_shared_memory_before_the_pool_pickles_it(monkeypatch):
+    """The pool pickles on a thread of its own (the feeder), and pickling moves a tensor's storage to shared memory:
+    a copy, which for a large tensor runs in parallel, in an OpenMP team of that thread's own. libgomp then manages
+    more threads than there are cores and stops spinning at barriers in every team, the caller's included: an
+    expert trained in the main process with 2 threads ran at 43 ms a step instead of 17 (BENCHMARKS.md, "An expert's
+    steps in the main process"). So both sides move what they ship to shared memory on their own thread."""
+    import torch
+
+    from pcl_edge.evolve.executors import local
+    from pcl_edge.evolve.trainer import TensorSplit
+
+    ex = local.LocalExecutor(progress=False, workers=2)
+    pool, seen = ex._get_pool(), []
+    real = pool.submit
+
+    def submit(fn, *args, **kwargs):
+        seen.extend(t.is_shared() for t in _tensors([args, kwargs]))
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(pool, "submit", submit)
+    split = TensorSplit(torch.ones(50_000, 1, 1, 1), torch.zeros(50_000, dtype=torch.int64))
+    items = [{"w": torch.full((40_000,), 2.0), "meta": ("a", [torch.ones(3)])}, {"w": torch.ones(5), "meta": ()}]
+    try:
+        out = ex.map(_scaled_sum, items, shared={"split": split})
+    finally:
+        ex.close()
+    assert len(seen) >= 5 and all(seen), seen  # both items' tensors and the split's two, on every submission
+    assert [float(o["sum"]) for o in out] == [130_000.0, 50_005.0]
+    # the worker's side: what a worker returns is in shared memory before its own feeder thread pickles it
+    back = local._shared_result(_scaled_sum, {"w": torch.ones(2)}, split=TensorSplit(torch.ones(1, 1, 1, 1),
+                                                                                     torch.zeros(1)))
+    assert all(t.is_shared() for t in _tensors(back))
+
+
 # -- issue 21: selection for the expert, the baseline in the first population ----------------------------------------
 def test_constrained_selection_is_the_default_and_the_run_says_which_ran(reference, tmp_path):
     out, summary = reference

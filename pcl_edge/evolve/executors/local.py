@@ -10,12 +10,15 @@ the executor, and its seed from its identity, so the results are bit-identical t
 after another in this process (``workers=1``), whatever the number of workers.
 
 Data: the task's tensors are moved to shared memory once (torch.multiprocessing), so a worker receives a handle,
-not a copy, per candidate. Workers are spawned (not forked: forking a process whose OpenMP pool already ran can
-deadlock) once per run and live until ``close()``.
+not a copy, per candidate. Both sides move what they ship there on their own thread (``share``), not on the pool's
+feeder thread, where the copy would start an OpenMP team that slows every 2-thread training in the process.
+Workers are spawned (not forked: forking a process whose OpenMP pool already ran can deadlock) once per run and live
+until ``close()``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -53,6 +56,38 @@ def _exit_with(parent: int, every_s: float = 0.5) -> None:
         time.sleep(every_s)
         if os.getppid() != parent:
             os._exit(1)
+
+
+def share(obj: object) -> None:
+    """Move every CPU tensor reachable from ``obj`` (through dicts, lists, tuples and dataclasses) to shared memory,
+    on this thread.
+
+    Why here: pickling for a process pool does it otherwise on the pool's feeder thread, and the copy of a large
+    tensor runs in parallel, in an OpenMP team of that thread's own. libgomp then manages more threads than there are
+    cores and stops spinning at barriers in every team of the process: the main process's 2-thread trainings (an
+    expert's) ran at 43 ms a step instead of 17 on Split Digits (BENCHMARKS.md, "An expert's steps in the main
+    process")."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        if obj.device.type == "cpu" and not obj.is_shared():
+            obj.share_memory_()
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            share(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            share(value)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for field in dataclasses.fields(obj):
+            share(getattr(obj, field.name))
+
+
+def _shared_result(fn: Callable[..., R], item: T, **shared) -> R:
+    """A worker's call: ``fn``'s result moved to shared memory on the worker's own thread (``share``)."""
+    out = fn(item, **shared)
+    share(out)
+    return out
 
 
 def _warm() -> None:
@@ -97,7 +132,8 @@ class LocalExecutor:
         if self.workers <= 1:
             return [fn(item, **shared) for item in progress(items, desc=desc, unit="cand", enabled=self.progress)]
         pool = self._get_pool()
-        futures: list[Future] = [pool.submit(fn, item, **shared) for item in items]
+        share([items, shared])
+        futures: list[Future] = [pool.submit(_shared_result, fn, item, **shared) for item in items]
         try:
             return [f.result() for f in progress(futures, desc=desc, unit="cand", enabled=self.progress)]
         except BrokenProcessPool as exc:
