@@ -10,8 +10,9 @@ the executor, and its seed from its identity, so the results are bit-identical t
 after another in this process (``workers=1``), whatever the number of workers.
 
 Data: the task's tensors are moved to shared memory once (torch.multiprocessing), so a worker receives a handle,
-not a copy, per candidate. Both sides move what they ship there on their own thread (``share``), not on the pool's
-feeder thread, where the copy would start an OpenMP team that slows every 2-thread training in the process.
+not a copy, per candidate. The caller moves what it ships there on its own thread (``share``), not on the pool's
+feeder thread, where the copy would start an OpenMP team that slows every 2-thread training in the process (a
+worker pickles its result on its own main thread: the result queue has no feeder).
 Workers are spawned (not forked: forking a process whose OpenMP pool already ran can deadlock) once per run and live
 until ``close()``.
 """
@@ -59,14 +60,15 @@ def _exit_with(parent: int, every_s: float = 0.5) -> None:
 
 
 def share(obj: object) -> None:
-    """Move every CPU tensor reachable from ``obj`` (through dicts, lists, tuples and dataclasses) to shared memory,
-    on this thread.
+    """Move every CPU tensor reachable from ``obj`` to shared memory, on this thread. The walk goes through dicts,
+    lists, tuples and dataclasses (what ``LocalExecutor.map`` ships); a tensor anywhere else is still shipped, but
+    moved on the feeder thread.
 
     Why here: pickling for a process pool does it otherwise on the pool's feeder thread, and the copy of a large
     tensor runs in parallel, in an OpenMP team of that thread's own. libgomp then manages more threads than there are
-    cores and stops spinning at barriers in every team of the process: the main process's 2-thread trainings (an
+    cores and spins only briefly at barriers in every team of the process: the main process's 2-thread trainings (an
     expert's) ran at 43 ms a step instead of 17 on Split Digits (BENCHMARKS.md, "An expert's steps in the main
-    process")."""
+    process"). A full shared-memory mount now fails here, in ``map``, rather than on a future."""
     import torch
 
     if isinstance(obj, torch.Tensor):
@@ -81,13 +83,6 @@ def share(obj: object) -> None:
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         for field in dataclasses.fields(obj):
             share(getattr(obj, field.name))
-
-
-def _shared_result(fn: Callable[..., R], item: T, **shared) -> R:
-    """A worker's call: ``fn``'s result moved to shared memory on the worker's own thread (``share``)."""
-    out = fn(item, **shared)
-    share(out)
-    return out
 
 
 def _warm() -> None:
@@ -131,9 +126,11 @@ class LocalExecutor:
                 return [fn(items[0], **shared)]
         if self.workers <= 1:
             return [fn(item, **shared) for item in progress(items, desc=desc, unit="cand", enabled=self.progress)]
+        if not items:
+            return []
         pool = self._get_pool()
-        share([items, shared])
-        futures: list[Future] = [pool.submit(_shared_result, fn, item, **shared) for item in items]
+        share([list(items), shared])
+        futures: list[Future] = [pool.submit(fn, item, **shared) for item in items]
         try:
             return [f.result() for f in progress(futures, desc=desc, unit="cand", enabled=self.progress)]
         except BrokenProcessPool as exc:
