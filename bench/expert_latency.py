@@ -9,25 +9,24 @@ the reference is the number to compare with a budget set as a fraction of the re
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from pathlib import Path
 
 import _common
 
+from pcl_edge.evolve.rundir import RunDir, RunDirError
 from pcl_edge.hw.backends import create_backend
 from pcl_edge.hw.onnx_graphs import genome_model
+from pcl_edge.report import expert_meta
 from pcl_edge.space import Genome
 
 
 def experts(run: Path) -> list[tuple[str, tuple[int, ...], int]]:
     """(genome, input shape, classes) of each archived expert of ``run``."""
-    out = []
-    for meta in sorted(run.glob("experts/task_*/metrics.json")):
-        m = json.loads(meta.read_text())
-        out.append((m["genome"], tuple(m["input_spec"]["shape"]), m["num_classes"]))
-    return out
+    rd, _ = RunDir.open(run)
+    metas = [expert_meta(run, task_id) for task_id in rd.expert_ids()]
+    return [(m["genome"], tuple(m["input_spec"]["shape"]), m["num_classes"]) for m in metas]
 
 
 def main() -> None:
@@ -39,11 +38,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    found = [e for run in args.runs for e in experts(run)]
+    try:
+        found = [e for run in args.runs for e in experts(run)]
+    except RunDirError as exc:
+        ap.error(str(exc))
     if not found:
         ap.error("no archived experts in the given run directories")
     shape, classes = found[0][1], found[0][2]
-    reference = args.reference or json.loads((args.runs[0] / "config.json").read_text())["genome"]
+    reference = args.reference or RunDir.open(args.runs[0])[1].genome
     genomes = list(dict.fromkeys([reference] + [g for g, _, _ in found]))
     backend = create_backend("ort-cpu", threads=args.threads, warmup=30, iterations=args.iterations)
     models = {g: genome_model(Genome.parse(g), shape, classes) for g in genomes}
