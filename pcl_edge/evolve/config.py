@@ -389,9 +389,9 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(population=4, generations=1, max_depth=4, proxy=TrainConfig(steps=15, batch_size=32, threads=1),
                  final=TrainConfig(steps=40, batch_size=32)),
     # the default: Split Digits within a minute on 2 cores; Split CIFAR-10 (its own allocation below) in under 30
-    # minutes. Digits: one generation and 200-step experts (issue 21; were 2 and 300, 78 s on the machine of
-    # 2026-12-07). Chosen on time: validation accuracy is 1.000 on every task under every allocation tried, so it
-    # cannot rank them; this one took 49-59 s on seeds 0-2 there (BENCHMARKS.md). MNIST shares it.
+    # minutes. Digits: one generation and 200-step experts (issue 21; were 2 and 300: 67-78 s on two machines of
+    # 2026-12-07, 49-59 s with these). Chosen on time: validation accuracy was 1.000 on every task under every
+    # allocation tried that day, so it could not rank them (BENCHMARKS.md). MNIST shares it, not measured there.
     "cpu": dict(population=6, generations=1, max_depth=8, max_params=300_000, max_train_cost=1.0,
                 proxy=TrainConfig(steps=60, batch_size=32, threads=1), final=TrainConfig(steps=200, batch_size=32)),
     # a workstation GPU: bigger population, longer proxies, 16 trainings in flight (--executor gpu). Issue 24: the one
